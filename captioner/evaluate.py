@@ -1,0 +1,83 @@
+"""Caption metrics: BLEU-1..4 (nltk), the COCO toolkit's metrics, and the scenes measures.
+
+Tokenisation, one for everything: ``captioner.vocab.tokenize`` (lowercase, words and
+numbers, punctuation dropped) on references and on generated captions. nltk's
+``corpus_bleu`` and pycocoevalcap's BLEU agree on identical tokens (FACTS.md; a test
+checks it), so the two BLEU figures differ only where the toolkits do.
+"""
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .decode import Decoded, decode
+from .features import FeatureCache
+from .model import AttentionDecoder
+
+
+def bleu(references: list[list[list[str]]], hypotheses: list[list[str]]) -> dict:
+    """Corpus BLEU-1..4 (x100) with nltk: references[i] is the list of token lists of image i."""
+    from nltk.translate.bleu_score import corpus_bleu
+
+    weights = [(1, 0, 0, 0), (0.5, 0.5, 0, 0), (1 / 3, 1 / 3, 1 / 3, 0), (0.25, 0.25, 0.25, 0.25)]
+    scores = corpus_bleu(references, hypotheses, weights=weights)
+    return {f"bleu{n}": round(100 * s, 2) for n, s in enumerate(scores, 1)}
+
+
+def coco_metrics(references: list[list[list[str]]], hypotheses: list[list[str]]) -> dict:
+    """pycocoevalcap's BLEU, METEOR (needs Java), ROUGE-L and CIDEr, x100, on our tokens.
+
+    SPICE is left out: it downloads Stanford CoreNLP at first use, impossible offline.
+    """
+    try:
+        from pycocoevalcap.bleu.bleu import Bleu
+        from pycocoevalcap.cider.cider import Cider
+        from pycocoevalcap.rouge.rouge import Rouge
+    except ImportError:
+        return {}
+    gts = {i: [" ".join(r) for r in refs] for i, refs in enumerate(references)}
+    res = {i: [" ".join(h)] for i, h in enumerate(hypotheses)}
+    scorers = [(Bleu(4), [f"coco_bleu{n}" for n in range(1, 5)]), (Rouge(), "rouge_l"), (Cider(), "cider")]
+    if shutil.which("java"):
+        from pycocoevalcap.meteor.meteor import Meteor
+        scorers.insert(1, (Meteor(), "meteor"))
+    out = {}
+    for scorer, names in scorers:
+        try:
+            with contextlib.redirect_stdout(sys.stderr):  # pycocoevalcap prints; stdout carries our JSON
+                score, _ = scorer.compute_score(gts, res)
+        except Exception as e:  # METEOR's Java subprocess can fail on odd machines: report, go on
+            out[f"{names if isinstance(names, str) else names[0]}_error"] = type(e).__name__
+            continue
+        if isinstance(names, list):
+            out.update({n: round(100 * s, 2) for n, s in zip(names, score)})
+        else:
+            out[names] = round(100 * float(score), 2)
+    return out
+
+
+@torch.no_grad()
+def generate(decoder: AttentionDecoder, cache: FeatureCache, keys: list[str], beam_size: int = 3,
+             batch_size: int = 32, length_penalty: float = 0.0, device: torch.device | None = None) -> list[Decoded]:
+    """Decode the cached grids of ``keys`` in batches; results in the order of ``keys``."""
+    device = device or next(decoder.parameters()).device
+    results = []
+    for i in range(0, len(keys), batch_size):
+        grids = np.stack([cache[k] for k in keys[i:i + batch_size]])
+        features = torch.from_numpy(grids).to(device).float()                     # (B, P, D)
+        results.extend(decode(decoder, features, beam_size=beam_size, length_penalty=length_penalty))
+    return results
+
+
+def scenes_ground_truth(data_dir: str | Path, split: str) -> dict | None:
+    """{image_id: objects} from the scenes' instances file, or None for other data sets."""
+    path = Path(data_dir) / "raw" / f"instances_{split}.json"
+    if not path.exists():
+        return None
+    from data_prep.scenes import scene_objects  # noqa: the reader of the instances format
+    return scene_objects(path)

@@ -1,0 +1,171 @@
+"""Show, Attend and Tell (Xu et al. 2015): an LSTM decoder with soft attention over a feature grid.
+
+Legend: B batch (images, or images x beams while decoding), P regions (h * w), D encoder
+channels, T caption steps, E embedding, A attention, H hidden, V vocabulary.
+
+One ``step()`` serves teacher forcing, greedy decoding, sampling and beam search: the
+loop in ``forward`` calls the same ``advance`` as ``step`` and only applies the output
+layer once to all steps (the same numbers, one large matrix product instead of T).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CELLS = ("lstm", "gru", "rnn")
+
+
+@dataclass
+class CaptionerConfig:
+    vocab_size: int
+    encoder_dim: int = 1280
+    embed_dim: int = 128
+    attention_dim: int = 256
+    hidden_dim: int = 384
+    cell: str = "lstm"               # lstm | gru | rnn (the lecture compares all three)
+    attention: bool = True           # False: the "CNN + RNN" baseline, mean feature -> initial state only
+    position_encoding: bool = True   # add a learned map of each cell's (x, y) to the features
+    deep_output: bool = True         # Xu eq. 7: words read L_h h + L_z context, not h alone
+    dropout: float = 0.3
+    alpha_c: float = 1.0             # weight of the doubly stochastic regularisation
+    max_len: int = 30                # decoding limit, in tokens (<end> included)
+    grid: list[int] = field(default_factory=lambda: [7, 7])  # (h, w) the model was trained on
+
+
+def coordinate_features(h: int, w: int, bands: int = 4, device=None) -> torch.Tensor:
+    """Fixed sin/cos features of each cell centre's (x, y) in [0, 1]: (P, 4 * bands), rows first."""
+    ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h
+    xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w
+    y, x = torch.meshgrid(ys, xs, indexing="ij")                       # (h, w)
+    freqs = math.pi * 2.0 ** torch.arange(bands, device=device, dtype=torch.float32)  # (bands,)
+    angles = torch.stack([x, y], -1).reshape(-1, 2, 1) * freqs         # (P, 2, bands)
+    return torch.cat([angles.sin(), angles.cos()], -1).reshape(h * w, -1)  # (P, 4*bands)
+
+
+class SoftAttention(nn.Module):
+    """e_ti = v . tanh(W_a a_i + W_h h_{t-1}); alpha_t = softmax(e_t); z_t = sum_i alpha_ti a_i."""
+
+    def __init__(self, encoder_dim: int, hidden_dim: int, attention_dim: int):
+        super().__init__()
+        self.encoder_proj = nn.Linear(encoder_dim, attention_dim)
+        self.hidden_proj = nn.Linear(hidden_dim, attention_dim)
+        self.score = nn.Linear(attention_dim, 1)
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """The image side W_a a_i, computed once per image and reused at every step."""
+        return self.encoder_proj(features)                            # (B, P, A)
+
+    def forward(self, features, projected, hidden):
+        e = self.score(torch.tanh(projected + self.hidden_proj(hidden).unsqueeze(1))).squeeze(-1)  # (B, P)
+        alpha = torch.softmax(e, dim=-1)                               # (B, P)
+        context = torch.bmm(alpha.unsqueeze(1), features).squeeze(1)   # (B, D)
+        return context, alpha
+
+
+class AttentionDecoder(nn.Module):
+    def __init__(self, config: CaptionerConfig):
+        super().__init__()
+        self.config = c = config
+        if c.cell not in CELLS:
+            raise ValueError(f"cell must be one of {CELLS}, got {c.cell!r}")
+        self.embedding = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=0)
+        if c.position_encoding:
+            self.position = nn.Linear(16, c.encoder_dim)
+        if c.attention:
+            self.attention = SoftAttention(c.encoder_dim, c.hidden_dim, c.attention_dim)
+            self.gate = nn.Linear(c.hidden_dim, c.encoder_dim)        # beta = sigmoid(f_beta(h))
+            if c.deep_output:
+                self.context_out = nn.Linear(c.encoder_dim, c.hidden_dim)
+        input_dim = c.embed_dim + (c.encoder_dim if c.attention else 0)
+        self.cell = {"lstm": nn.LSTMCell, "gru": nn.GRUCell, "rnn": nn.RNNCell}[c.cell](input_dim, c.hidden_dim)
+        self.init_h = nn.Linear(c.encoder_dim, c.hidden_dim)
+        if c.cell == "lstm":
+            self.init_c = nn.Linear(c.encoder_dim, c.hidden_dim)
+        self.dropout = nn.Dropout(c.dropout)
+        self.fc = nn.Linear(c.hidden_dim, c.vocab_size)
+
+    # ------------------------------------------------------------------ per image
+    def prepare(self, features: torch.Tensor) -> dict:
+        """Everything computed once per image: (B, P, D) grid -> the decoder's memory."""
+        features = features.float()
+        if self.config.position_encoding:
+            h, w = self.config.grid
+            if features.shape[1] != h * w:
+                raise ValueError(f"grid has {features.shape[1]} cells, the model was built for {h}x{w}")
+            features = features + self.position(coordinate_features(h, w, device=features.device))  # (B, P, D)
+        memory = {"features": features, "mean": features.mean(1)}     # (B, P, D), (B, D)
+        if self.config.attention:
+            memory["projected"] = self.attention.project(features)     # (B, P, A)
+        return memory
+
+    def init_state(self, memory: dict) -> tuple:
+        h = torch.tanh(self.init_h(memory["mean"]))                    # (B, H)
+        c = torch.tanh(self.init_c(memory["mean"])) if self.config.cell == "lstm" else None
+        return (h, c)
+
+    # ------------------------------------------------------------------ per step
+    def advance(self, tokens: torch.Tensor, state: tuple, memory: dict):
+        """One recurrent step: previous words (B,) -> output features (B, H), new state, alpha (B, P)."""
+        h, c = state
+        x = self.embedding(tokens)                                     # (B, E)
+        alpha = None
+        if self.config.attention:
+            context, alpha = self.attention(memory["features"], memory["projected"], h)  # (B, D), (B, P)
+            gated = torch.sigmoid(self.gate(h)) * context              # (B, D)
+            x = torch.cat([x, gated], dim=1)                           # (B, E + D)
+        if self.config.cell == "lstm":
+            h, c = self.cell(x, (h, c))                                # (B, H) each
+        else:
+            h = self.cell(x, h)                                        # (B, H)
+        out = h
+        if self.config.attention and self.config.deep_output:
+            out = h + self.context_out(gated)                          # (B, H)
+        return out, (h, c), alpha
+
+    def output(self, out: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(out))                              # (..., V)
+
+    def step(self, tokens: torch.Tensor, state: tuple, memory: dict):
+        """Previous words (B,) -> logits (B, V), new state, alpha (B, P) (None without attention)."""
+        out, state, alpha = self.advance(tokens, state, memory)
+        return self.output(out), state, alpha
+
+    # ------------------------------------------------------------------ teacher forcing
+    def forward(self, features: torch.Tensor, captions: torch.Tensor):
+        """Teacher forcing. captions (B, T) = <start> w1 .. wn <end> <pad>...
+
+        Returns logits (B, T-1, V) predicting captions[:, 1:], and alphas (B, T-1, P).
+        """
+        memory = self.prepare(features)
+        state = self.init_state(memory)
+        outs, alphas = [], []
+        for t in range(captions.shape[1] - 1):
+            out, state, alpha = self.advance(captions[:, t], state, memory)
+            outs.append(out)
+            if alpha is not None:
+                alphas.append(alpha)
+        logits = self.output(torch.stack(outs, 1))                     # (B, T-1, V)
+        alphas = torch.stack(alphas, 1) if alphas else None            # (B, T-1, P)
+        return logits, alphas
+
+
+def caption_loss(logits: torch.Tensor, alphas: torch.Tensor | None, targets: torch.Tensor,
+                 alpha_c: float, pad_id: int = 0) -> tuple[torch.Tensor, dict]:
+    """Cross-entropy over the real words plus the doubly stochastic regulariser.
+
+    lambda * sum_i (1 - sum_t alpha_ti)^2 (Xu et al. eq. 14) pushes the model to look at
+    every region over the course of the caption; sums run over real (non-pad) steps only.
+    """
+    mask = targets != pad_id                                           # (B, T-1)
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=pad_id)
+    loss = ce
+    reg = torch.zeros((), device=logits.device)
+    if alphas is not None and alpha_c > 0:
+        coverage = (alphas * mask.unsqueeze(-1)).sum(1)                # (B, P)
+        reg = alpha_c * ((1.0 - coverage) ** 2).sum(1).mean()
+        loss = ce + reg
+    return loss, {"loss": loss.item(), "ce": ce.item(), "reg": reg.item()}

@@ -1,0 +1,142 @@
+"""Train and evaluate the captioner on a prepared data folder (what `attend train/evaluate captioner` run)."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import torch
+
+from . import distributed
+from .data import CaptionPairs, collate_pairs
+from .evaluate import bleu, coco_metrics, generate, scenes_ground_truth
+from .features import FeatureCache, cache_dir
+from .encoder import EncoderConfig
+from .errors import AttendError
+from .model import AttentionDecoder, CaptionerConfig, caption_loss
+from .prepared import CAPTIONS, atomic_write_json, split_records
+from .scenes_metrics import score_scenes
+from .training import TrainConfig, fit, load_checkpoint
+from .vocab import Vocab
+
+KIND = "captioner"
+
+
+def _loss(net, batch, device):
+    features, captions = batch
+    features, captions = features.to(device, non_blocking=True).float(), captions.to(device, non_blocking=True)
+    logits, alphas = net(features, captions)
+    decoder = net.module if hasattr(net, "module") else net
+    return caption_loss(logits.float(), None if alphas is None else alphas.float(), captions[:, 1:],
+                        decoder.config.alpha_c)
+
+
+def _cache(data_dir: Path, encoder: EncoderConfig) -> FeatureCache:
+    return FeatureCache(cache_dir(data_dir, encoder))
+
+
+def score_split(decoder: AttentionDecoder, cache: FeatureCache, records: list[dict], vocab: Vocab,
+                data_dir: Path, split: str, beam_size: int, length_penalty: float = 0.0,
+                with_coco: bool = False) -> tuple[dict, list[dict]]:
+    """Decode every image of a split and score it: BLEU (+ COCO toolkit, + scenes measures)."""
+    records = [r for r in records if r["image"] in cache]
+    if not records:
+        raise AttendError(f"split {split!r}: none of its images is in the feature cache")
+    decoded = generate(decoder, cache, [r["image"] for r in records], beam_size=beam_size,
+                       length_penalty=length_penalty)
+    hypotheses = [vocab.decode(d.ids) for d in decoded]
+    references = [r["tokens"] for r in records]
+    metrics = bleu(references, hypotheses)
+    if with_coco:
+        metrics.update(coco_metrics(references, hypotheses))
+    h, w = cache.grid
+    predictions = [{"image_id": r["image_id"], "caption": " ".join(hyp), "tokens": hyp,
+                    "attention": None if d.alphas is None else d.alphas.reshape(-1, h, w).tolist()}
+                   for r, hyp, d in zip(records, hypotheses, decoded)]
+    truth = scenes_ground_truth(data_dir, split)
+    if truth is not None:
+        image_size = cache.encoder.image_size  # the grid tiles the whole (resized) image
+        wanted = {r["image_id"] for r in records}
+        scenes = score_scenes(predictions, {k: v for k, v in truth.items() if k in wanted},
+                              image_size=_original_size(data_dir, split) or image_size)
+        metrics["object_accuracy"] = round(100 * scenes["object_accuracy"], 2)
+        if scenes["pointing_accuracy"] is not None:
+            metrics["pointing_accuracy"] = round(100 * scenes["pointing_accuracy"], 2)
+        metrics["scenes"] = {k: scenes[k] for k in ("counts", "errors", "by_object_count", "examples")}
+    return metrics, predictions
+
+
+def _original_size(data_dir: Path, split: str) -> int | None:
+    """The scenes are square; pointing is measured in original pixels."""
+    return 224 if (Path(data_dir) / "raw" / f"instances_{split}.json").exists() else None
+
+
+def train_captioner(data_dir: str | Path, out_dir: str | Path, model_overrides: dict, train: TrainConfig,
+                    encoder: EncoderConfig | None = None, val_split: str = "val", val_limit: int = 500,
+                    select: str = "bleu4", device: str | None = None, log=print) -> dict:
+    """Teacher-forced training on cached features; selection on validation ``select``."""
+    data_dir = Path(data_dir)
+    encoder = encoder or EncoderConfig()
+    prepared, train_records = split_records(data_dir, CAPTIONS, "train")
+    _, val_records = split_records(data_dir, CAPTIONS, val_split)
+    vocab = Vocab.from_dict(prepared["vocab"])
+    cache = _cache(data_dir, encoder)
+    known = {f.name for f in fields(CaptionerConfig)}
+    unknown = set(model_overrides) - known
+    if unknown:
+        raise AttendError(f"unknown model option(s): {', '.join(sorted(unknown))}")
+    config = CaptionerConfig(**{"vocab_size": len(vocab), "encoder_dim": cache.dim, "grid": list(cache.grid),
+                                **model_overrides})
+    model = AttentionDecoder(config)
+    ctx = distributed.init(device)
+    try:
+        train_set = CaptionPairs(train_records, cache, vocab, config.max_len)
+        val_records = val_records[:val_limit]
+
+        def evaluate(decoder):
+            # Greedy on a fixed slice of validation: cheap enough to run every epoch.
+            metrics, _ = score_split(decoder, cache, val_records, vocab, data_dir, val_split, beam_size=1)
+            metrics.pop("scenes", None)
+            return metrics
+
+        extra = {"kind": KIND, "config": asdict(config), "vocab": vocab.to_dict(),
+                 "encoder": asdict(encoder), "data": {"source": prepared.get("source", "")}}
+        result = fit(model, train_set, collate_pairs, _loss, evaluate, select, train, ctx, extra, log=log)
+    finally:
+        distributed.shutdown()
+    return result
+
+
+def load_captioner(path: str | Path, device: str | torch.device = "cpu") -> tuple[AttentionDecoder, Vocab, EncoderConfig, dict]:
+    """Rebuild a decoder from one checkpoint file: (decoder, vocab, encoder config, checkpoint)."""
+    checkpoint = load_checkpoint(path, KIND)
+    try:
+        decoder = AttentionDecoder(CaptionerConfig(**checkpoint["config"]))
+        decoder.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in checkpoint["model"].items()})
+        vocab = Vocab.from_dict(checkpoint["vocab"])
+        encoder = EncoderConfig(**checkpoint["encoder"])
+    except (KeyError, TypeError, RuntimeError, ValueError) as e:
+        raise AttendError(f"{path}: captioner checkpoint does not match this version ({type(e).__name__})") from None
+    return decoder.to(device).eval(), vocab, encoder, checkpoint
+
+
+def evaluate_captioner(checkpoint: str | Path, data_dir: str | Path, split: str = "test", beam_size: int = 3,
+                       length_penalty: float = 0.0, out: str | Path | None = None,
+                       device: str | None = None) -> dict:
+    """Every metric on one split; writes metrics JSON and the captions in the COCO results format."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    data_dir = Path(data_dir)
+    decoder, vocab, encoder, _ = load_captioner(checkpoint, device)
+    _, records = split_records(data_dir, CAPTIONS, split)
+    cache = _cache(data_dir, encoder)
+    started = time.perf_counter()
+    metrics, predictions = score_split(decoder, cache, records, vocab, data_dir, split, beam_size,
+                                       length_penalty, with_coco=True)
+    summary = {"checkpoint": str(checkpoint), "data": str(data_dir), "split": split, "beam_size": beam_size,
+               "images": len(predictions), "seconds": round(time.perf_counter() - started, 1), **metrics}
+    if out:
+        out = Path(out)
+        atomic_write_json(out / f"metrics_{split}.json", summary, indent=2)
+        atomic_write_json(out / f"captions_{split}_results.json",
+                          [{"image_id": p["image_id"], "caption": p["caption"]} for p in predictions])
+    return summary

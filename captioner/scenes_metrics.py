@@ -1,0 +1,366 @@
+"""The scene measures used to judge the captioner on the generated shape scenes.
+
+The scenes (``data_prep/scenes.py``) have captions of one small grammar::
+
+    [there is] PHRASE (RELATION PHRASE)* [in the picture]
+    PHRASE   = a|an SIZE COLOUR SHAPE
+    RELATION = left of | to the left of | right of | to the right of | above | below | and
+
+Pure functions, no torch: captions are lists of tokens (``captioner.vocab.tokenize``),
+objects are dicts ``{"shape", "color", "size", "bbox": [x, y, w, h]}`` as
+``data_prep.scenes.scene_objects`` reads them back from the instances file.
+
+* ``caption_correct`` -- "object accuracy" per scene: the caption names exactly the objects
+  present (each ``size colour shape`` matched to a different object, none invented, none
+  missing) and every relation between consecutive mentioned objects is true ("and" makes no
+  spatial claim, so it is always true).
+* ``pointing_hits`` -- for each shape word, does the attention peak inside the named object?
+* ``score_scenes`` -- both over a set of scenes, with a breakdown of the errors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+SIZES = ("small", "large")
+COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
+SHAPES = ("circle", "square", "triangle", "star")
+ARTICLES = ("a", "an")
+
+# token sequences -> normalised relation; longest first so "to the left of" wins
+RELATIONS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("to", "the", "left", "of"), "left of"),
+    (("to", "the", "right", "of"), "right of"),
+    (("left", "of"), "left of"),
+    (("right", "of"), "right of"),
+    (("above",), "above"),
+    (("below",), "below"),
+    (("and",), "and"),
+)
+FILLERS: tuple[tuple[str, ...], ...] = (
+    ("there", "is"), ("there", "are"),
+    ("in", "the", "picture"), ("in", "the", "image"),
+)
+_IGNORED = {"<start>", "<end>", "<pad>"}
+
+ERROR_TYPES = ("unparsable", "wrong_colour", "wrong_shape", "wrong_size",
+               "missing_object", "extra_object", "wrong_relation")
+
+Phrase = tuple  # (size | None, colour | None, shape)
+
+
+@dataclass
+class ParsedCaption:
+    objects: list[Phrase] = field(default_factory=list)
+    relations: list[str | None] = field(default_factory=list)  # len(objects) - 1 entries
+    shape_positions: list[int] = field(default_factory=list)   # token index of each shape word
+    ok: bool = True
+    problems: list[str] = field(default_factory=list)
+
+
+def _match(tokens: Sequence[str], i: int, seq: Sequence[str]) -> bool:
+    return tuple(tokens[i:i + len(seq)]) == tuple(seq)
+
+
+def parse_caption_full(tokens: Sequence[str]) -> ParsedCaption:
+    """Parse a caption, keeping going past junk; ``ok`` is False when anything did not fit."""
+    toks = [str(t) for t in tokens]
+    out = ParsedCaption()
+    pending: str | None = None   # relation seen since the last phrase
+    seen_rel = False
+    i, n = 0, len(toks)
+
+    def fail(msg: str) -> None:
+        out.ok = False
+        out.problems.append(msg)
+
+    while i < n:
+        tok = toks[i]
+        if tok in _IGNORED:
+            i += 1
+            continue
+        filler = next((f for f in FILLERS if _match(toks, i, f)), None)
+        if filler is not None:
+            i += len(filler)
+            continue
+        rel = next(((seq, r) for seq, r in RELATIONS if _match(toks, i, seq)), None)
+        if rel is not None:
+            if not out.objects:
+                fail(f"relation {rel[1]!r} before any object")
+            elif seen_rel:
+                fail(f"two relations in a row ({pending!r}, {rel[1]!r})")
+            pending, seen_rel = rel[1], True
+            i += len(rel[0])
+            continue
+        # a phrase: [article] [size] [colour] shape
+        j = i
+        if toks[j] in ARTICLES:
+            j += 1
+        attrs: list[str] = []
+        while j < n and (toks[j] in SIZES or toks[j] in COLOURS):
+            attrs.append(toks[j])
+            j += 1
+        if j < n and toks[j] in SHAPES:
+            sizes = [a for a in attrs if a in SIZES]
+            colours = [a for a in attrs if a in COLOURS]
+            size = sizes[0] if len(sizes) == 1 else None
+            colour = colours[0] if len(colours) == 1 else None
+            if attrs != [a for a in (size, colour) if a is not None] or size is None or colour is None:
+                fail(f"phrase {' '.join(toks[i:j + 1])!r} is not 'size colour shape'")
+            if out.objects:
+                if not seen_rel:
+                    fail(f"no relation before {' '.join(toks[i:j + 1])!r}")
+                out.relations.append(pending if seen_rel else None)
+            elif seen_rel:
+                pass  # already reported
+            out.objects.append((size, colour, toks[j]))
+            out.shape_positions.append(j)
+            pending, seen_rel = None, False
+            i = j + 1
+            continue
+        fail(f"unexpected word {tok!r} at {i}")
+        if out.objects and seen_rel:
+            pending = None  # junk after a relation: the relation no longer applies cleanly
+        i = i + 1 if j == i else j  # skip the junk word (or the article/attributes without a shape)
+    if seen_rel:
+        fail("caption ends with a relation")
+    if not out.objects:
+        fail("no object named")
+    return out
+
+
+def parse_caption(tokens: Sequence[str]) -> tuple[list[Phrase], list[str | None]]:
+    """Objects ``(size, colour, shape)`` and the relations between consecutive ones.
+
+    Tolerant of junk: returns what it can (a missing attribute is ``None``, a relation that
+    could not be read is ``None``). Use ``parse_caption_full(...).ok`` to know whether the
+    whole caption fitted the grammar.
+    """
+    p = parse_caption_full(tokens)
+    return p.objects, p.relations
+
+
+# ---------------------------------------------------------------------------- checking
+
+def _centre(obj: Mapping) -> tuple[float, float]:
+    x, y, w, h = (float(v) for v in obj["bbox"])
+    return x + w / 2, y + h / 2
+
+
+def _key(obj: Mapping) -> Phrase:
+    return (obj["size"], obj["color"], obj["shape"])
+
+
+def relation_holds(relation: str | None, a: Mapping, b: Mapping) -> bool:
+    """Is ``a RELATION b`` true of the two objects (by box centres)?"""
+    (ax, ay), (bx, by) = _centre(a), _centre(b)
+    if relation == "left of":
+        return ax < bx
+    if relation == "right of":
+        return ax > bx
+    if relation == "above":
+        return ay < by
+    if relation == "below":
+        return ay > by
+    if relation == "and":
+        return True
+    return False
+
+
+def _assign(phrases: Sequence[Phrase], objects: Sequence[Mapping]):
+    """Match phrases to objects: exact first, then off by one attribute.
+
+    Returns (match: list[object index | None], kinds: list[error kind | None], unused objects).
+    """
+    match: list[int | None] = [None] * len(phrases)
+    kinds: list[str | None] = [None] * len(phrases)
+    free = set(range(len(objects)))
+    for p, ph in enumerate(phrases):
+        for o in sorted(free):
+            if _key(objects[o]) == tuple(ph):
+                match[p] = o
+                free.discard(o)
+                break
+    names = ("wrong_size", "wrong_colour", "wrong_shape")
+    for p, ph in enumerate(phrases):
+        if match[p] is not None:
+            continue
+        for o in sorted(free):
+            diff = [k for k in range(3) if _key(objects[o])[k] != ph[k]]
+            if len(diff) == 1:
+                match[p], kinds[p] = o, names[diff[0]]
+                free.discard(o)
+                break
+        else:
+            kinds[p] = "extra_object"
+    return match, kinds, free
+
+
+def caption_errors(tokens: Sequence[str], objects: Sequence[Mapping]) -> list[str]:
+    """Every error of the caption (from ``ERROR_TYPES``, repeated per occurrence); [] iff correct."""
+    p = parse_caption_full(tokens)
+    errors: list[str] = []
+    if not p.ok:
+        errors.append("unparsable")
+    match, kinds, free = _assign(p.objects, objects)
+    errors.extend(k for k in kinds if k is not None)
+    errors.extend("missing_object" for _ in free)
+    for k, rel in enumerate(p.relations):
+        a, b = match[k], match[k + 1]
+        if rel is None or a is None or b is None:
+            continue  # already counted as unparsable / extra object
+        if not relation_holds(rel, objects[a], objects[b]):
+            errors.append("wrong_relation")
+    return errors
+
+
+def caption_correct(tokens: Sequence[str], objects: Sequence[Mapping]) -> bool:
+    """The caption names exactly the objects present, and every relation it states is true."""
+    p = parse_caption_full(tokens)
+    if not p.ok or len(p.objects) != len(objects):
+        return False
+    keys = [_key(o) for o in objects]
+    used: set[int] = set()
+    match: list[int] = []
+    for ph in p.objects:
+        idx = next((i for i, k in enumerate(keys) if k == tuple(ph) and i not in used), None)
+        if idx is None:
+            return False
+        used.add(idx)
+        match.append(idx)
+    return all(relation_holds(rel, objects[match[k]], objects[match[k + 1]])
+               for k, rel in enumerate(p.relations))
+
+
+# ---------------------------------------------------------------------------- pointing
+
+def _grid(g: Any) -> np.ndarray:
+    a = np.asarray(g, dtype=np.float64)
+    if a.ndim == 1:
+        side = int(round(a.size ** 0.5))
+        if side * side != a.size:
+            raise ValueError(f"attention of {a.size} values is not a square grid")
+        a = a.reshape(side, side)
+    if a.ndim != 2:
+        raise ValueError(f"attention grid must be h x w, got shape {a.shape}")
+    return a
+
+
+def point_in_object(grid: Any, obj: Mapping, image_size: int | tuple[int, int] = 224) -> bool:
+    """Does the peak cell of ``grid`` (tiling the whole image) lie in ``obj``'s box grown by half a cell?"""
+    a = _grid(grid)
+    h, w = a.shape
+    img_w, img_h = (image_size, image_size) if isinstance(image_size, (int, float)) else image_size
+    cw, ch = img_w / w, img_h / h
+    r, c = divmod(int(np.argmax(a)), w)
+    px, py = (c + 0.5) * cw, (r + 0.5) * ch
+    x, y, bw, bh = (float(v) for v in obj["bbox"])
+    return (x - cw / 2 <= px <= x + bw + cw / 2) and (y - ch / 2 <= py <= y + bh + ch / 2)
+
+
+def pointing_hits(tokens: Sequence[str], attention_grids: Sequence[Any], objects: Sequence[Mapping],
+                  image_size: int | tuple[int, int] = 224) -> list[bool]:
+    """One bool per shape word of the caption: did the attention at that word point at the object?
+
+    ``attention_grids[t]`` is the h x w attention used when emitting ``tokens[t]``. The object is
+    the one the phrase names (size, colour, shape); a phrase naming no object is a miss.
+    """
+    p = parse_caption_full(tokens)
+    keys = {_key(o): o for o in objects}
+    hits = []
+    for ph, t in zip(p.objects, p.shape_positions):
+        if t >= len(attention_grids):
+            raise ValueError(f"no attention grid for token {t} ({len(attention_grids)} grids "
+                             f"for {len(tokens)} tokens)")
+        obj = keys.get(tuple(ph))
+        hits.append(obj is not None and point_in_object(attention_grids[t], obj, image_size))
+    return hits
+
+
+# ---------------------------------------------------------------------------- scoring
+
+def _as_id(k: Any) -> Any:
+    try:
+        return int(k)
+    except (TypeError, ValueError):
+        return k
+
+
+def _normalise_predictions(predictions: Any) -> dict:
+    items: Iterable
+    if isinstance(predictions, Mapping):
+        items = predictions.items()
+    else:
+        items = ((p["image_id"], p) for p in predictions)
+    out = {}
+    for k, v in items:
+        attention = None
+        if isinstance(v, Mapping):
+            attention = v.get("attention")
+            v = v["tokens"] if "tokens" in v else v["caption"]
+        if isinstance(v, str):
+            from .vocab import tokenize
+            v = tokenize(v)
+        out[_as_id(k)] = (list(v), attention)
+    return out
+
+
+def score_scenes(predictions: Any, ground_truth: Mapping[Any, Sequence[Mapping]],
+                 image_size: int | tuple[int, int] = 224, max_examples: int = 50) -> dict:
+    """Object accuracy and pointing accuracy over scenes, with an error breakdown.
+
+    ``predictions``: ``{image_id: tokens | caption str | {"tokens"|"caption", "attention"?}}`` or a
+    list of such dicts with ``image_id``. ``ground_truth``: ``{image_id: objects}`` (see
+    ``data_prep.scenes.scene_objects``). Every ground-truth scene counts; one with no
+    prediction is wrong. Pointing is measured on the predictions that carry attention.
+    """
+    preds = _normalise_predictions(predictions)
+    gt = {_as_id(k): v for k, v in ground_truth.items()}
+    n = correct = missing = shape_words = hits = pointed_images = 0
+    errors_scenes = {e: 0 for e in ERROR_TYPES}
+    errors_total = {e: 0 for e in ERROR_TYPES}
+    by_count: dict[int, dict] = {}
+    examples = []
+    for image_id, objects in gt.items():
+        n += 1
+        bucket = by_count.setdefault(len(objects), {"images": 0, "correct": 0})
+        bucket["images"] += 1
+        if image_id not in preds:
+            missing += 1
+            continue
+        tokens, attention = preds[image_id]
+        errs = caption_errors(tokens, objects)
+        ok = caption_correct(tokens, objects)
+        if ok:
+            correct += 1
+            bucket["correct"] += 1
+        else:
+            if not errs:  # cannot happen by construction; keep the two checks honest
+                errs = ["unparsable"]
+            for e in set(errs):
+                errors_scenes[e] += 1
+            for e in errs:
+                errors_total[e] += 1
+            if len(examples) < max_examples:
+                examples.append({"image_id": image_id, "caption": " ".join(tokens), "errors": errs,
+                                 "objects": [" ".join(_key(o)) for o in objects]})
+        if attention is not None:
+            h = pointing_hits(tokens, attention, objects, image_size)
+            pointed_images += 1
+            shape_words += len(h)
+            hits += sum(h)
+    for b in by_count.values():
+        b["accuracy"] = b["correct"] / b["images"] if b["images"] else 0.0
+    return {
+        "object_accuracy": correct / n if n else 0.0,
+        "pointing_accuracy": hits / shape_words if shape_words else None,
+        "counts": {"images": n, "correct": correct, "missing_predictions": missing,
+                   "pointing_images": pointed_images, "shape_words": shape_words,
+                   "pointing_hits": hits},
+        "errors": errors_scenes,          # scenes with at least one error of each kind
+        "error_occurrences": errors_total,
+        "by_object_count": {k: by_count[k] for k in sorted(by_count)},
+        "examples": examples,
+    }

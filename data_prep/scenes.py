@@ -1,0 +1,467 @@
+"""The embedded default data set: synthetic shape scenes with captions and VQA questions.
+
+``generate_scenes(out_dir, seed, {"train": 2000, "val": 200, "test": 500})`` draws 224x224
+PNG scenes of 1 to 4 objects (circle, square, triangle, star; six colours; small or large)
+and writes, in out_dir/raw/, the same files the real data sets ship:
+
+* ``captions_{split}.json``  -- COCO captions format, 5 reference captions per image;
+* ``instances_{split}.json`` -- COCO instances format, one box per object, with added
+  ``color`` and ``size`` fields (the ground truth the scene metrics use);
+* ``questions_{split}.json`` / ``annotations_{split}.json`` -- VQA v2 format, 10 identical
+  answers per question (the truth is known).
+
+Then, with ``prepare=True``, it runs the COCO and VQA v2 preparers on those files, so the
+scenes reach the prepared layout (``captioner/prepared.py``) through the same code as the
+real data sets.
+
+Everything is a function of ``(seed, split, index)``: each image has its own random
+generator, so the files are byte-identical whatever the number of worker processes.
+"""
+from __future__ import annotations
+
+import io
+import multiprocessing as mp
+import os
+import time
+import zlib
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from captioner.errors import AttendError
+from captioner.prepared import atomic_write_json, read_json
+from captioner.scenes_metrics import COLOURS, SHAPES, SIZES
+
+IMAGE_SIZE = 224
+RGB = {
+    "red": (220, 50, 50),
+    "green": (50, 160, 70),
+    "blue": (50, 90, 220),
+    "yellow": (230, 200, 40),
+    "purple": (140, 70, 180),
+    "orange": (240, 140, 40),
+}
+assert tuple(RGB) == COLOURS
+SIDE = {"small": (32, 40), "large": (60, 76)}  # inclusive bounding-box side ranges, px
+assert tuple(SIDE) == SIZES
+CATEGORY_ID = {shape: i + 1 for i, shape in enumerate(SHAPES)}
+BACKGROUND = (215, 245)   # each channel uniform in this range (inclusive)
+NOISE_SIGMA = 6.0
+MIN_GAP = 6               # px between bounding boxes
+SPATIAL_MARGIN = 12       # px along the asked axis for a spatial question to be unambiguous
+MAX_OBJECTS = 4
+SPLIT_ORDER = ("train", "val", "test")
+QUESTION_TYPES = ("colour", "shape", "count", "existence", "spatial")
+_SCALE = 2                # draw at 2x and downsample: anti-aliased edges
+
+# ------------------------------------------------------------------------------ geometry
+
+
+def _star_unit() -> list[tuple[float, float]]:
+    """A five-pointed star pointing up, stretched to fill the unit square."""
+    pts = []
+    for k in range(10):
+        r = 1.0 if k % 2 == 0 else 0.382
+        a = np.deg2rad(-90 + 36 * k)
+        pts.append((r * np.cos(a), r * np.sin(a)))
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    return [((x - x0) / (x1 - x0), (y - y0) / (y1 - y0)) for x, y in pts]
+
+
+_STAR = _star_unit()
+
+
+def _polygon_area(pts: Sequence[tuple[float, float]]) -> float:
+    return 0.5 * abs(sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(pts, [*pts[1:], pts[0]])))
+
+
+_STAR_AREA = _polygon_area(_STAR)
+
+
+def _area(shape: str, s: int) -> float:
+    return round({"circle": np.pi / 4, "square": 1.0, "triangle": 0.5, "star": _STAR_AREA}[shape] * s * s, 2)
+
+
+def centre(obj: Mapping) -> tuple[float, float]:
+    x, y, w, h = obj["bbox"]
+    return x + w / 2, y + h / 2
+
+
+def _separated(a: Sequence[int], b: Sequence[int]) -> bool:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    gap_x = max(bx - (ax + aw), ax - (bx + bw))
+    gap_y = max(by - (ay + ah), ay - (by + bh))
+    return gap_x >= MIN_GAP or gap_y >= MIN_GAP
+
+
+def _sample_objects(rng: np.random.Generator) -> list[dict]:
+    """1..4 objects with distinct (size, colour, shape), inside the image, >= MIN_GAP apart."""
+    n = int(rng.integers(1, MAX_OBJECTS + 1))
+    while True:
+        triples = [(s, c, sh) for s in SIZES for c in COLOURS for sh in SHAPES]
+        picks = rng.choice(len(triples), size=n, replace=False)
+        objects: list[dict] = []
+        placed = True
+        for p in picks:
+            size, colour, shape = triples[int(p)]
+            lo, hi = SIDE[size]
+            side = int(rng.integers(lo, hi + 1))
+            for _ in range(200):
+                x = int(rng.integers(0, IMAGE_SIZE - side + 1))
+                y = int(rng.integers(0, IMAGE_SIZE - side + 1))
+                box = [x, y, side, side]
+                if all(_separated(box, o["bbox"]) for o in objects):
+                    objects.append({"shape": shape, "color": colour, "size": size, "bbox": box})
+                    break
+            else:
+                placed = False
+                break
+        if placed:
+            return objects
+
+
+def _render(objects: Sequence[Mapping], rng: np.random.Generator) -> np.ndarray:
+    bg = tuple(int(v) for v in rng.integers(BACKGROUND[0], BACKGROUND[1] + 1, size=3))
+    big = IMAGE_SIZE * _SCALE
+    img = Image.new("RGB", (big, big), bg)
+    draw = ImageDraw.Draw(img)
+    for o in objects:
+        x, y, w, h = (v * _SCALE for v in o["bbox"])
+        fill = RGB[o["color"]]
+        if o["shape"] == "square":
+            draw.rectangle([x, y, x + w - 1, y + h - 1], fill=fill)
+        elif o["shape"] == "circle":
+            draw.ellipse([x, y, x + w - 1, y + h - 1], fill=fill)
+        elif o["shape"] == "triangle":
+            draw.polygon([(x + (w - 1) / 2, y), (x + w - 1, y + h - 1), (x, y + h - 1)], fill=fill)
+        elif o["shape"] == "star":
+            draw.polygon([(x + u * (w - 1), y + v * (h - 1)) for u, v in _STAR], fill=fill)
+        else:  # pragma: no cover
+            raise ValueError(o["shape"])
+    small = np.asarray(img.reduce(_SCALE), dtype=np.float32)
+    noisy = small + rng.standard_normal(small.shape, dtype=np.float32) * NOISE_SIGMA
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------ captions
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+def phrase(obj: Mapping) -> str:
+    words = f"{obj['size']} {obj['color']} {obj['shape']}"
+    return f"{_article(words)} {words}"
+
+
+def _relation(a: Mapping, b: Mapping, horizontal: str) -> str:
+    (ax, ay), (bx, by) = centre(a), centre(b)
+    if abs(by - ay) > abs(bx - ax):
+        return "above" if ay < by else "below"
+    return horizontal
+
+
+def _chain(ordered: Sequence[Mapping], horizontal: str) -> str:
+    parts = [phrase(ordered[0])]
+    for a, b in zip(ordered, ordered[1:]):
+        parts += [_relation(a, b, horizontal), phrase(b)]
+    return " ".join(parts)
+
+
+def left_to_right(objects: Sequence[Mapping]) -> list[Mapping]:
+    return sorted(objects, key=lambda o: centre(o))
+
+
+def describe(objects: Sequence[Mapping]) -> list[str]:
+    """The 5 reference captions; reference 0 is the canonical left-to-right one."""
+    ltr = left_to_right(objects)
+    canonical = _chain(ltr, "left of")
+    if len(ltr) == 1:
+        return [canonical, f"there is {canonical}", f"{canonical} in the picture",
+                f"there is {canonical} in the picture", f"in the picture there is {canonical}"]
+    rtl = _chain(ltr[::-1], "right of")
+    return [canonical, f"there is {canonical}", rtl,
+            _chain(ltr, "to the left of"), f"there is {rtl}"]
+
+
+# ------------------------------------------------------------------------------ questions
+
+
+def _count(objects, **attrs) -> int:
+    return sum(all(o[k] == v for k, v in attrs.items()) for o in objects)
+
+
+def _q_colour(objects, rng):
+    options = []
+    for o in objects:
+        if _count(objects, size=o["size"], shape=o["shape"]) == 1:
+            options.append((f"what colour is the {o['size']} {o['shape']}?", o["color"]))
+        if _count(objects, shape=o["shape"]) == 1:
+            options.append((f"what colour is the {o['shape']}?", o["color"]))
+    if not options:
+        return None
+    q, a = options[int(rng.integers(len(options)))]
+    return q, a, "other"
+
+
+def _q_shape(objects, rng):
+    options = []
+    for o in objects:
+        if _count(objects, size=o["size"], color=o["color"]) == 1:
+            options.append((f"what shape is the {o['size']} {o['color']} object?", o["shape"]))
+        if _count(objects, color=o["color"]) == 1:
+            options.append((f"what shape is the {o['color']} object?", o["shape"]))
+    if not options:
+        return None
+    q, a = options[int(rng.integers(len(options)))]
+    return q, a, "other"
+
+
+def _pick(rng, present: Sequence[str], every: Sequence[str]) -> str:
+    """Half the time something present, otherwise anything (so zeros appear too)."""
+    pool = present if (present and rng.random() < 0.5) else every
+    return pool[int(rng.integers(len(pool)))]
+
+
+def _q_count(objects, rng):
+    form = rng.random()
+    if form < 0.4:
+        shape = _pick(rng, sorted({o["shape"] for o in objects}), SHAPES)
+        return f"how many {shape}s are there?", str(_count(objects, shape=shape)), "number"
+    if form < 0.8:
+        colour = _pick(rng, sorted({o["color"] for o in objects}), COLOURS)
+        return f"how many {colour} objects are there?", str(_count(objects, color=colour)), "number"
+    return "how many objects are there?", str(len(objects)), "number"
+
+
+def _q_existence(objects, rng):
+    want_yes = rng.random() < 0.5
+    with_colour = rng.random() < 0.6
+    if not with_colour and not want_yes and len({o["shape"] for o in objects}) == len(SHAPES):
+        with_colour = True  # every shape is present: "is there a <shape>?" cannot be "no"
+    if with_colour:
+        present = sorted({(o["color"], o["shape"]) for o in objects})
+        pool = present if want_yes else [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in present]
+        colour, shape = pool[int(rng.integers(len(pool)))]
+        words = f"{colour} {shape}"
+    else:
+        present = sorted({o["shape"] for o in objects})
+        pool = present if want_yes else [s for s in SHAPES if s not in present]
+        words = pool[int(rng.integers(len(pool)))]
+    return f"is there {_article(words)} {words}?", "yes" if want_yes else "no", "yes/no"
+
+
+def _q_spatial(objects, rng):
+    refs = [o for o in objects if _count(objects, color=o["color"], shape=o["shape"]) == 1]
+    forms = []
+    for axis, word in ((0, "left of"), (1, "above")):
+        pairs = [(a, b) for a in refs for b in refs
+                 if a is not b and abs(centre(a)[axis] - centre(b)[axis]) >= SPATIAL_MARGIN]
+        if pairs:
+            forms.append(("yesno", axis, word, pairs))
+    what = []
+    for b in refs:
+        bx = centre(b)[0]
+        left = [o for o in objects if o is not b and centre(o)[0] < bx]
+        if len(left) == 1 and bx - centre(left[0])[0] >= SPATIAL_MARGIN:
+            what.append((b, left[0]))
+    if what:
+        forms.append(("what", None, None, what))
+    if not forms:
+        return None
+    kind, axis, word, items = forms[int(rng.integers(len(forms)))]
+    if kind == "what":
+        b, a = items[int(rng.integers(len(items)))]
+        return f"what shape is left of the {b['color']} {b['shape']}?", a["shape"], "other"
+    want_yes = rng.random() < 0.5
+    pool = [(a, b) for a, b in items if (centre(a)[axis] < centre(b)[axis]) == want_yes]
+    a, b = pool[int(rng.integers(len(pool)))]  # (a, b) and (b, a) are both in items: never empty
+    return (f"is the {a['color']} {a['shape']} {word} the {b['color']} {b['shape']}?",
+            "yes" if want_yes else "no", "yes/no")
+
+
+_MAKERS = {"colour": _q_colour, "shape": _q_shape, "count": _q_count,
+           "existence": _q_existence, "spatial": _q_spatial}
+
+
+def _questions(objects, rng) -> list[tuple[str, str, str, str]]:
+    """6-8 distinct questions, types cycled through shuffled rounds so they stay balanced."""
+    want = int(rng.integers(6, 9))
+    out: list[tuple[str, str, str, str]] = []
+    seen: set[str] = set()
+    for _round in range(6):
+        for t in rng.permutation(len(QUESTION_TYPES)):
+            qtype = QUESTION_TYPES[int(t)]
+            for _try in range(3):
+                made = _MAKERS[qtype](objects, rng)
+                if made is None:
+                    break
+                if made[0] not in seen:
+                    seen.add(made[0])
+                    out.append((qtype, *made))
+                    break
+            if len(out) == want:
+                return out
+    return out
+
+
+# ------------------------------------------------------------------------------ one scene
+
+
+def _split_code(split: str) -> int:
+    return zlib.crc32(split.encode())
+
+
+def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed), _split_code(split), int(index)])
+
+
+def make_scene(seed: int, split: str, index: int) -> tuple[list[dict], np.ndarray, list[str], list]:
+    """(objects, HxWx3 uint8 pixels, 5 captions, questions) of scene ``index`` of ``split``."""
+    rng = scene_rng(seed, split, index)
+    objects = _sample_objects(rng)
+    pixels = _render(objects, rng)
+    captions = describe(objects)
+    questions = _questions(objects, rng)
+    return objects, pixels, captions, questions
+
+
+def _work(task: tuple[int, str, int, str]) -> tuple[list[dict], list[str], list]:
+    seed, split, index, path = task
+    objects, pixels, captions, questions = make_scene(seed, split, index)
+    buf = io.BytesIO()  # encode in memory, write once: many small writes are slow on some disks
+    Image.fromarray(pixels).save(buf, format="PNG", compress_level=3)
+    with open(path, "wb") as f:
+        f.write(buf.getvalue())
+    return objects, captions, questions
+
+
+# ------------------------------------------------------------------------------ data set
+
+
+def _ordered_splits(counts: Mapping[str, int]) -> list[str]:
+    return [s for s in SPLIT_ORDER if s in counts] + [s for s in counts if s not in SPLIT_ORDER]
+
+
+def _info(seed: int, split: str) -> dict:
+    return {"description": f"attend synthetic shape scenes, seed {seed}, split {split}",
+            "version": "1.0", "year": 2025, "contributor": "attend data_prep.scenes",
+            "date_created": "2025-01-01"}
+
+
+_LICENSE = {"id": 1, "name": "generated by attend (MIT)", "url": ""}
+
+
+def generate_scenes(out_dir: str | os.PathLike, seed: int, counts: Mapping[str, int],
+                    workers: int = 2, prepare: bool = True) -> dict:
+    """Generate the scenes, their raw COCO/VQA v2 files, and (``prepare``) the prepared layout.
+
+    Returns ``{"images": {split: n}, "questions": {split: n}, "seconds": float, ...}``.
+    """
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    if int(seed) < 0:
+        raise AttendError(f"scene seed must be >= 0, got {seed}")
+    splits = _ordered_splits(counts)
+    for s in splits:
+        if int(counts[s]) < 0:
+            raise AttendError(f"scene count for split {s!r} must be >= 0, got {counts[s]}")
+        if not s or "/" in s or s.startswith("."):
+            raise AttendError(f"bad split name {s!r}")
+    raw = out_dir / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+
+    tasks, ids = [], []
+    next_id = 0
+    for s in splits:
+        folder = out_dir / "images" / s
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(int(counts[s])):
+            tasks.append((int(seed), s, i, str(folder / f"{next_id:012d}.png")))
+            ids.append(next_id)
+            next_id += 1
+
+    workers = max(1, int(workers))
+    if workers == 1 or len(tasks) < 2:
+        results = [_work(t) for t in tasks]
+    else:
+        methods = mp.get_all_start_methods()
+        ctx = mp.get_context("fork" if "fork" in methods else None)
+        chunk = max(1, min(32, len(tasks) // (workers * 8)))
+        with ctx.Pool(workers) as pool:
+            results = list(pool.imap(_work, tasks, chunksize=chunk))
+
+    summary: dict[str, Any] = {"out_dir": str(out_dir), "seed": int(seed),
+                               "images": {}, "questions": {}}
+    k = 0
+    for s in splits:
+        n = int(counts[s])
+        split_ids, split_results = ids[k:k + n], results[k:k + n]
+        k += n
+        images, caps, inst, questions, answers = [], [], [], [], []
+        for image_id, (objects, captions, qs) in zip(split_ids, split_results):
+            images.append({"id": image_id, "file_name": f"{image_id:012d}.png",
+                           "width": IMAGE_SIZE, "height": IMAGE_SIZE, "license": 1})
+            for j, c in enumerate(captions):
+                caps.append({"id": image_id * 10 + j, "image_id": image_id, "caption": c})
+            for j, o in enumerate(objects):
+                inst.append({"id": image_id * 10 + j, "image_id": image_id,
+                             "category_id": CATEGORY_ID[o["shape"]], "bbox": list(o["bbox"]),
+                             "area": _area(o["shape"], o["bbox"][2]), "iscrowd": 0,
+                             "color": o["color"], "size": o["size"]})
+            for j, (qtype, q, a, atype) in enumerate(qs):
+                qid = image_id * 100 + j
+                questions.append({"image_id": image_id, "question": q, "question_id": qid})
+                answers.append({"question_type": qtype, "multiple_choice_answer": a,
+                                "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": m}
+                                            for m in range(1, 11)],
+                                "image_id": image_id, "answer_type": atype, "question_id": qid})
+        info = _info(seed, s)
+        atomic_write_json(raw / f"captions_{s}.json",
+                          {"info": info, "licenses": [_LICENSE], "images": images, "annotations": caps})
+        atomic_write_json(raw / f"instances_{s}.json",
+                          {"info": info, "licenses": [_LICENSE], "images": images, "annotations": inst,
+                           "categories": [{"id": CATEGORY_ID[sh], "name": sh, "supercategory": "shape"}
+                                          for sh in SHAPES]})
+        atomic_write_json(raw / f"questions_{s}.json",
+                          {"info": info, "task_type": "Open-Ended", "data_type": "scenes",
+                           "license": _LICENSE, "data_subtype": s, "questions": questions})
+        atomic_write_json(raw / f"annotations_{s}.json",
+                          {"info": info, "license": _LICENSE, "data_type": "scenes", "data_subtype": s,
+                           "annotations": answers})
+        summary["images"][s] = n
+        summary["questions"][s] = len(questions)
+
+    summary["prepared"] = False
+    if prepare:
+        from data_prep.coco import prepare_coco_captions
+        from data_prep.vqa_v2 import prepare_vqa
+        prepare_coco_captions(out_dir, {s: (str(raw / f"captions_{s}.json"), str(out_dir / "images" / s))
+                                        for s in splits}, min_count=1, source="scenes")
+        prepare_vqa(out_dir, {s: (str(raw / f"questions_{s}.json"), str(raw / f"annotations_{s}.json"),
+                                  str(out_dir / "images" / s)) for s in splits},
+                    top_k=1000, image_pattern="{image_id:012d}.png", source="scenes")
+        summary["prepared"] = True
+    summary["seconds"] = round(time.perf_counter() - t0, 3)
+    return summary
+
+
+def scene_objects(instances_json_path: str | os.PathLike) -> dict[int, list[dict]]:
+    """Ground truth back from an instances file: ``{image_id: [{shape, color, size, bbox}]}``."""
+    data = read_json(instances_json_path, "scene instances file")
+    try:
+        names = {c["id"]: c["name"] for c in data["categories"]}
+        out: dict[int, list[dict]] = {int(im["id"]): [] for im in data.get("images", [])}
+        for a in sorted(data["annotations"], key=lambda a: a["id"]):
+            out.setdefault(int(a["image_id"]), []).append(
+                {"shape": names[a["category_id"]], "color": a["color"], "size": a["size"],
+                 "bbox": list(a["bbox"])})
+    except (KeyError, TypeError) as e:
+        raise AttendError(f"{instances_json_path}: not a scenes instances file "
+                          f"(missing {e})") from None
+    return out
