@@ -166,6 +166,29 @@ def cmd_evaluate_captioner(args) -> None:
     _print_json(summary)
 
 
+def cmd_caption(args) -> None:
+    from captioner.inference import Captioner
+    from captioner.overlay import overlay_sheet
+    from captioner.prepared import atomic_write_bytes
+
+    if not args.images:
+        raise AttendError("give at least one image")
+    captioner = Captioner(args.checkpoint, device=args.device)
+    results = captioner.caption([str(p) for p in args.images], beam_size=args.beam, batch_size=args.batch_size)
+    for i, r in enumerate(results):
+        if args.json:
+            print(json.dumps(r.to_json()))
+        else:
+            print(f"{r.name}\t{r.caption}")
+        if args.attention_out and r.attention is not None:
+            import io
+
+            buffer = io.BytesIO()
+            overlay_sheet(r.image, r.tokens, r.attention).save(buffer, format="PNG")
+            target = args.attention_out / f"{i:04d}_{Path(r.name).stem}_attention.png"
+            atomic_write_bytes(target, buffer.getvalue())
+
+
 # ---------------------------------------------------------------- parser
 
 def _add_train_args(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float) -> None:
@@ -249,6 +272,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--select", default="bleu4", help="validation metric that picks best.pt")
     p.set_defaults(func=cmd_train_captioner)
 
+    p = sub.add_parser("caption", help="caption images (default model: the shipped scenes captioner)")
+    p.add_argument("images", nargs="*", type=Path, metavar="IMAGE")
+    p.add_argument("--checkpoint", type=Path, help="a captioner checkpoint (default: the shipped model)")
+    p.add_argument("--beam", type=_int_at_least(1), default=3)
+    p.add_argument("--batch-size", type=_int_at_least(1), default=16)
+    p.add_argument("--json", action="store_true", help="one JSON object per image: caption, tokens, attention, grid")
+    p.add_argument("--attention-out", type=Path, metavar="DIR", help="write a PNG per image with every word's map")
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_caption)
+
     evaluate = sub.add_parser("evaluate", help="score a checkpoint on a data split (JSON)")
     esub = evaluate.add_subparsers(dest="model", required=True, metavar="MODEL")
     p = esub.add_parser("captioner", help="BLEU, COCO metrics, scenes object/pointing accuracy")
@@ -269,6 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-compile", action="store_true", help="measure eager mode")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_bench_encoder)
+
+    from apps.cli_vqa import register as register_vqa  # train/evaluate/bench vqa and ask
+
+    register_vqa(sub, tsub, esub, bsub)
     return parser
 
 

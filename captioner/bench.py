@@ -54,3 +54,101 @@ def bench_encoder(sizes=(224, 448), batches=(1, 32), compile: bool = True, repea
     return {"bench": "encoder", "backbone": "efficientnet-lite0", "compile": compile,
             "device": device, "threads": torch.get_num_threads(), "results": results,
             "peak_rss_mb": peak_rss_mb()}
+
+
+# The common COCO configuration (ResNet-101 at 448 px, 512/512/512, Karpathy vocabulary).
+COCO_SHAPE = {"grid": [14, 14], "encoder_dim": 2048, "embed_dim": 512, "attention_dim": 512,
+              "hidden_dim": 512, "vocab_size": 9490}
+
+
+def _decoder(shape: dict, device: str):
+    from .model import AttentionDecoder, CaptionerConfig
+
+    torch.manual_seed(0)
+    config = CaptionerConfig(**shape)
+    return AttentionDecoder(config).to(device).eval(), config
+
+
+def bench_decode(shape: dict, steps=(12, 51), beams=(3, 5), batches=(1, 32), device: str = "cpu",
+                 repeats: int = 3) -> dict:
+    """Beam-search ms per image per step, with random weights and random grids.
+
+    The search is forced to run exactly ``steps`` steps (<end> never wins: its logit is
+    masked by running with an end id the random model is free to pick, so we set
+    max_len and time the full loop), which is the worst case for a caption of that length.
+    """
+    from .decode import beam_search
+    from .vocab import Vocab
+
+    decoder, config = _decoder(shape, device)
+    # Random weights may emit <end> early; push its output bias down so every run lasts max_len steps.
+    with torch.no_grad():
+        decoder.fc.bias[Vocab.end_id] = -1e4
+    p = config.grid[0] * config.grid[1]
+    rows = []
+    for n_steps in steps:
+        for beam in beams:
+            for batch in batches:
+                features = torch.randn(batch, p, config.encoder_dim, device=device)
+                seconds = timed(lambda: beam_search(decoder, features, beam, max_len=n_steps),
+                                repeats=repeats, warmup=1)
+                rows.append({"steps": n_steps, "beam": beam, "batch": batch,
+                             "ms_per_image_per_step": round(1000 * seconds / batch / n_steps, 3),
+                             "ms_per_image": round(1000 * seconds / batch, 1)})
+    return {"bench": "decode", "shape": shape, "device": device, "threads": torch.get_num_threads(),
+            "results": rows, "peak_rss_mb": peak_rss_mb()}
+
+
+def bench_train(shape: dict, batch: int = 32, caption_len: int = 16, steps: int = 5, cache_images: int = 0,
+                device: str = "cpu", folder: str | None = None) -> dict:
+    """Training captions per second from cached features (forward, loss, backward, Adam).
+
+    With ``cache_images`` > 0 a float16 feature cache of that many random grids is written
+    to ``folder`` and read memory-mapped, as `attend train` reads it, so the peak memory
+    shows whether it grows with the data set.
+    """
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from .model import caption_loss
+
+    decoder, config = _decoder(shape, device)
+    decoder.train()
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-4)
+    p = config.grid[0] * config.grid[1]
+    generator = torch.Generator().manual_seed(0)
+    grids = None
+    if cache_images:
+        folder = Path(folder or tempfile.mkdtemp(prefix="attend-bench-"))
+        path = folder / "bench_cache.npy"
+        array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(cache_images, p, config.encoder_dim))
+        for i in range(0, cache_images, 256):  # written in slices so writing needs no big buffer
+            n = min(256, cache_images - i)
+            array[i:i + n] = np.random.default_rng(i).standard_normal((n, p, config.encoder_dim), dtype=np.float32)
+        array.flush()
+        del array
+        grids = np.load(path, mmap_mode="r")
+
+    def one_step():
+        if grids is not None:
+            index = np.sort(torch.randint(len(grids), (batch,), generator=generator).numpy())
+            features = torch.from_numpy(np.ascontiguousarray(grids[index])).to(device).float()
+        else:
+            features = torch.randn(batch, p, config.encoder_dim, generator=generator).to(device)
+        captions = torch.randint(4, config.vocab_size, (batch, caption_len + 2), generator=generator).to(device)
+        captions[:, 0] = 1
+        logits, alphas = decoder(features, captions)
+        loss, _ = caption_loss(logits, alphas, captions[:, 1:], config.alpha_c)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    seconds = timed(one_step, repeats=steps, warmup=1)
+    if grids is not None:  # sweep the whole cache once, as an epoch does
+        for i in range(0, len(grids), 256):
+            np.asarray(grids[i:i + 256]).astype(np.float32).sum()
+    return {"bench": "train", "shape": shape, "device": device, "batch": batch, "caption_words": caption_len,
+            "captions_per_s": round(batch / seconds, 1), "ms_per_step": round(1000 * seconds, 1),
+            "cache_images": cache_images, "peak_rss_mb": peak_rss_mb()}

@@ -22,11 +22,6 @@ class Decoded:
     score: float                # sum of log-probabilities (beam: after the length penalty)
 
 
-def _expand(memory: dict, k: int) -> dict:
-    """Repeat each image's memory k times: (B, ...) -> (B * k, ...), image-major."""
-    return {name: t.repeat_interleave(k, dim=0) for name, t in memory.items()}
-
-
 def _select(state: tuple, rows: torch.Tensor) -> tuple:
     return tuple(None if s is None else s.index_select(0, rows) for s in state)
 
@@ -94,7 +89,7 @@ def beam_search(decoder: AttentionDecoder, features: torch.Tensor, beam_size: in
     max_len = max_len or decoder.config.max_len
     b, k = features.shape[0], beam_size
     device = features.device
-    memory = _expand(decoder.prepare(features), k)                                   # (N, ...)
+    memory = decoder.expand_memory(decoder.prepare(features), k)                                 # (N, ...)
     state = decoder.init_state(memory)
     tokens = torch.full((b * k,), Vocab.start_id, dtype=torch.long, device=device)   # (N,)
     # Only the first beam of each image is live at the start: the others are copies.

@@ -18,6 +18,7 @@ import torch
 from .decode import Decoded, decode
 from .features import FeatureCache
 from .model import AttentionDecoder
+from .scenes_metrics import scene_objects
 
 
 def bleu(references: list[list[list[str]]], hypotheses: list[list[str]]) -> dict:
@@ -79,5 +80,4 @@ def scenes_ground_truth(data_dir: str | Path, split: str) -> dict | None:
     path = Path(data_dir) / "raw" / f"instances_{split}.json"
     if not path.exists():
         return None
-    from data_prep.scenes import scene_objects  # noqa: the reader of the instances format
     return scene_objects(path)

@@ -37,7 +37,8 @@ class CaptionerConfig:
 
 
 def coordinate_features(h: int, w: int, bands: int = 4, device=None) -> torch.Tensor:
-    """Fixed sin/cos features of each cell centre's (x, y) in [0, 1]: (P, 4 * bands), rows first."""
+    """Fixed features of each cell centre (x, y) in [0, 1]: [sin x, cos x, sin y, cos y] at
+    frequencies pi * 2^k, k < bands: (P, 4 * bands), cells rows first."""
     ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h
     xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w
     y, x = torch.meshgrid(ys, xs, indexing="ij")                       # (h, w)
@@ -59,10 +60,12 @@ class SoftAttention(nn.Module):
         """The image side W_a a_i, computed once per image and reused at every step."""
         return self.encoder_proj(features)                            # (B, P, A)
 
-    def forward(self, features, projected, hidden):
+    def forward(self, features, projected, hidden, position=None):
         e = self.score(torch.tanh(projected + self.hidden_proj(hidden).unsqueeze(1))).squeeze(-1)  # (B, P)
         alpha = torch.softmax(e, dim=-1)                               # (B, P)
         context = torch.bmm(alpha.unsqueeze(1), features).squeeze(1)   # (B, D)
+        if position is not None:
+            context = context + alpha @ position                       # (B, D)
         return context, alpha
 
 
@@ -90,17 +93,34 @@ class AttentionDecoder(nn.Module):
 
     # ------------------------------------------------------------------ per image
     def prepare(self, features: torch.Tensor) -> dict:
-        """Everything computed once per image: (B, P, D) grid -> the decoder's memory."""
-        features = features.float()
+        """Everything computed once per image: (B, P, D) grid -> the decoder's memory.
+
+        The position encoding is a (P, D) table added to every image's grid. It is kept
+        apart and applied by linearity (W (a_i + p_i) = W a_i + W p_i, and likewise for the
+        context), so the big (B, P, D) grid never needs a gradient: adding it in place made
+        autograd accumulate a (B, P, D) gradient at every step, most of a training step's time.
+        """
+        features = features.float()                                    # (B, P, D)
+        memory = {"features": features, "mean": features.mean(1)}      # (B, P, D), (B, D)
+        position = None
         if self.config.position_encoding:
             h, w = self.config.grid
             if features.shape[1] != h * w:
                 raise ValueError(f"grid has {features.shape[1]} cells, the model was built for {h}x{w}")
-            features = features + self.position(coordinate_features(h, w, device=features.device))  # (B, P, D)
-        memory = {"features": features, "mean": features.mean(1)}     # (B, P, D), (B, D)
+            position = self.position(coordinate_features(h, w, device=features.device))  # (P, D)
+            memory["position"] = position
+            memory["mean"] = memory["mean"] + position.mean(0)         # (B, D)
         if self.config.attention:
-            memory["projected"] = self.attention.project(features)     # (B, P, A)
+            projected = self.attention.project(features)               # (B, P, A)
+            if position is not None:
+                projected = projected + position @ self.attention.encoder_proj.weight.t()  # (B, P, A)
+            memory["projected"] = projected
         return memory
+
+    @staticmethod
+    def expand_memory(memory: dict, k: int) -> dict:
+        """Repeat each image's memory k times, image-major: (B, ...) -> (B * k, ...) (for beams)."""
+        return {name: t if name == "position" else t.repeat_interleave(k, dim=0) for name, t in memory.items()}
 
     def init_state(self, memory: dict) -> tuple:
         h = torch.tanh(self.init_h(memory["mean"]))                    # (B, H)
@@ -114,7 +134,8 @@ class AttentionDecoder(nn.Module):
         x = self.embedding(tokens)                                     # (B, E)
         alpha = None
         if self.config.attention:
-            context, alpha = self.attention(memory["features"], memory["projected"], h)  # (B, D), (B, P)
+            context, alpha = self.attention(memory["features"], memory["projected"], h,
+                                            memory.get("position"))    # (B, D), (B, P)
             gated = torch.sigmoid(self.gate(h)) * context              # (B, D)
             x = torch.cat([x, gated], dim=1)                           # (B, E + D)
         if self.config.cell == "lstm":

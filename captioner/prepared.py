@@ -35,6 +35,8 @@ from typing import Any
 from .errors import AttendError
 
 IMAGES, CAPTIONS, VQA = "images.json", "captions.json", "vqa.json"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 FORMATS = {IMAGES: "attend-images-v1", CAPTIONS: "attend-captions-v1", VQA: "attend-vqa-v1"}
 
 
@@ -44,6 +46,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -24,6 +24,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .errors import AttendError
+from .prepared import read_json
+
 SIZES = ("small", "large")
 COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
 SHAPES = ("circle", "square", "triangle", "star")
@@ -364,3 +367,19 @@ def score_scenes(predictions: Any, ground_truth: Mapping[Any, Sequence[Mapping]]
         "by_object_count": {k: by_count[k] for k in sorted(by_count)},
         "examples": examples,
     }
+
+
+def scene_objects(instances_json_path: str | os.PathLike) -> dict[int, list[dict]]:
+    """Ground truth back from an instances file: ``{image_id: [{shape, color, size, bbox}]}``."""
+    data = read_json(instances_json_path, "scene instances file")
+    try:
+        names = {c["id"]: c["name"] for c in data["categories"]}
+        out: dict[int, list[dict]] = {int(im["id"]): [] for im in data.get("images", [])}
+        for a in sorted(data["annotations"], key=lambda a: a["id"]):
+            out.setdefault(int(a["image_id"]), []).append(
+                {"shape": names[a["category_id"]], "color": a["color"], "size": a["size"],
+                 "bbox": list(a["bbox"])})
+    except (KeyError, TypeError) as e:
+        raise AttendError(f"{instances_json_path}: not a scenes instances file "
+                          f"(missing {e})") from None
+    return out

@@ -32,7 +32,7 @@ from PIL import Image, ImageDraw
 
 from captioner.errors import AttendError
 from captioner.prepared import atomic_write_json, read_json
-from captioner.scenes_metrics import COLOURS, SHAPES, SIZES
+from captioner.scenes_metrics import COLOURS, SHAPES, SIZES, scene_objects  # noqa: F401 (re-exported)
 
 IMAGE_SIZE = 224
 RGB = {
@@ -449,19 +449,3 @@ def generate_scenes(out_dir: str | os.PathLike, seed: int, counts: Mapping[str, 
         summary["prepared"] = True
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     return summary
-
-
-def scene_objects(instances_json_path: str | os.PathLike) -> dict[int, list[dict]]:
-    """Ground truth back from an instances file: ``{image_id: [{shape, color, size, bbox}]}``."""
-    data = read_json(instances_json_path, "scene instances file")
-    try:
-        names = {c["id"]: c["name"] for c in data["categories"]}
-        out: dict[int, list[dict]] = {int(im["id"]): [] for im in data.get("images", [])}
-        for a in sorted(data["annotations"], key=lambda a: a["id"]):
-            out.setdefault(int(a["image_id"]), []).append(
-                {"shape": names[a["category_id"]], "color": a["color"], "size": a["size"],
-                 "bbox": list(a["bbox"])})
-    except (KeyError, TypeError) as e:
-        raise AttendError(f"{instances_json_path}: not a scenes instances file "
-                          f"(missing {e})") from None
-    return out

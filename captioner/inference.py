@@ -1,0 +1,70 @@
+"""Caption your own images: checkpoint + encoder + decoder behind one call (the CLI and the app use it)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .decode import decode
+from .encoder import ImageEncoder
+from .errors import AttendError
+from .images import load_image, resize_for_model, to_tensor
+from .pipeline import load_captioner
+
+WEIGHTS = Path(__file__).parent / "weights"
+DEFAULT_CHECKPOINT = WEIGHTS / "scenes.pt"
+
+
+@dataclass
+class CaptionResult:
+    name: str
+    caption: str
+    tokens: list[str]
+    attention: np.ndarray | None   # (L, h, w): where the model looked for each word
+    grid: tuple[int, int]
+    image: Image.Image             # the whole image as the model saw it (resized, no crop)
+
+    def to_json(self) -> dict:
+        return {"image": self.name, "caption": self.caption, "tokens": self.tokens,
+                "attention": None if self.attention is None else np.round(self.attention.astype(np.float64), 5).tolist(),
+                "grid": list(self.grid)}
+
+
+class Captioner:
+    """A trained decoder with the encoder it was trained on."""
+
+    def __init__(self, checkpoint: str | Path | None = None, device: str | None = None):
+        path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
+        if checkpoint is None and not path.exists():
+            raise AttendError(f"{path}: the default captioner is missing from this installation")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.decoder, self.vocab, encoder_config, self.checkpoint = load_captioner(path, self.device)
+        self.encoder = ImageEncoder(encoder_config).to(self.device)
+        self.path = path
+
+    @torch.inference_mode()
+    def caption(self, sources: list, beam_size: int = 3, batch_size: int = 16, names: list[str] | None = None,
+                length_penalty: float = 0.0) -> list[CaptionResult]:
+        """Caption images given as paths, bytes, file objects or PIL images, in batches.
+
+        A bad image raises ``ImageError`` (one line naming it) before any work is done.
+        """
+        names = names or [str(getattr(s, "name", s if isinstance(s, (str, Path)) else f"image {i}"))
+                          for i, s in enumerate(sources)]
+        size = self.encoder.config.image_size
+        seen = [resize_for_model(load_image(s, name=n), size) for s, n in zip(sources, names)]
+        results = []
+        for start in range(0, len(seen), batch_size):
+            chunk = seen[start:start + batch_size]
+            x = torch.stack([to_tensor(im, size, self.encoder.mean, self.encoder.std) for im in chunk])
+            features, (h, w) = self.encoder(x.to(self.device))                     # (B, P, D)
+            for i, d in enumerate(decode(self.decoder, features, beam_size=beam_size,
+                                         length_penalty=length_penalty)):
+                tokens = self.vocab.decode(d.ids)
+                attention = None if d.alphas is None else d.alphas.float().reshape(-1, h, w).numpy()
+                results.append(CaptionResult(names[start + i], " ".join(tokens), tokens, attention,
+                                             (h, w), chunk[i]))
+        return results

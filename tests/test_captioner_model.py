@@ -1,0 +1,146 @@
+"""The decoder and its decoding: parity between code paths, hand-computed values, overfitting."""
+import math
+
+import pytest
+import torch
+
+from captioner.decode import beam_search, greedy, length_normalizer, sample
+from captioner.model import AttentionDecoder, CaptionerConfig, caption_loss, coordinate_features
+from captioner.vocab import Vocab
+
+
+def tiny(cell="lstm", attention=True, **kw):
+    torch.manual_seed(0)
+    config = CaptionerConfig(vocab_size=12, encoder_dim=8, embed_dim=6, attention_dim=5, hidden_dim=7,
+                             grid=[2, 3], cell=cell, attention=attention, max_len=9, **kw)
+    return AttentionDecoder(config).eval()
+
+
+def captions(batch=4, length=6):
+    c = torch.randint(4, 12, (batch, length))
+    c[:, 0] = Vocab.start_id
+    return c
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("attention", [True, False])
+def test_forward_equals_step_loop(cell, attention):
+    decoder = tiny(cell, attention)
+    features, caps = torch.randn(4, 6, 8), captions()
+    logits, alphas = decoder(features, caps)
+    assert logits.shape == (4, 5, 12)
+    memory = decoder.prepare(features)
+    state = decoder.init_state(memory)
+    stepped, stepped_alphas = [], []
+    for t in range(5):
+        out, state, alpha = decoder.step(caps[:, t], state, memory)
+        stepped.append(out)
+        stepped_alphas.append(alpha)
+    assert torch.allclose(torch.stack(stepped, 1), logits, atol=1e-6)
+    if attention:
+        assert alphas.shape == (4, 5, 6)
+        assert torch.allclose(torch.stack(stepped_alphas, 1), alphas)
+        assert torch.allclose(alphas.sum(-1), torch.ones(4, 5), atol=1e-6)
+    else:
+        assert alphas is None
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_beam_size_one_equals_greedy(cell):
+    decoder = tiny(cell)
+    features = torch.randn(5, 6, 8)
+    for g, b in zip(greedy(decoder, features), beam_search(decoder, features, beam_size=1)):
+        assert g.ids == b.ids
+        assert math.isclose(g.score, b.score, abs_tol=1e-5)
+        assert torch.allclose(g.alphas, b.alphas)
+
+
+@pytest.mark.parametrize("beam", [2, 3, 5])
+def test_batched_beam_equals_one_at_a_time(beam):
+    decoder = tiny()
+    features = torch.randn(4, 6, 8)
+    batched = beam_search(decoder, features, beam_size=beam)
+    for i in range(4):
+        single = beam_search(decoder, features[i:i + 1], beam_size=beam)[0]
+        assert batched[i].ids == single.ids
+        assert math.isclose(batched[i].score, single.score, abs_tol=1e-4)
+
+
+def test_beam_score_is_the_sum_of_step_log_probabilities():
+    """Re-score the returned caption with teacher forcing: an independent path to the same number."""
+    decoder = tiny()
+    features = torch.randn(3, 6, 8)
+    for i, d in enumerate(beam_search(decoder, features, beam_size=3)):
+        ids = [Vocab.start_id, *d.ids] + ([Vocab.end_id] if len(d.ids) < decoder.config.max_len else [])
+        logits, alphas = decoder(features[i:i + 1], torch.tensor([ids]))
+        logp = torch.log_softmax(logits[0], -1).gather(1, torch.tensor(ids[1:])[:, None]).sum().item()
+        assert math.isclose(d.score, logp, abs_tol=1e-4)
+        assert torch.allclose(alphas[0, : len(d.ids)], d.alphas, atol=1e-6)
+
+
+def test_beam_search_finds_better_or_equal_scores_than_greedy():
+    decoder = tiny()
+    features = torch.randn(8, 6, 8)
+    for g, b in zip(greedy(decoder, features), beam_search(decoder, features, beam_size=4)):
+        assert b.score >= g.score - 1e-5
+
+
+def test_length_penalty_matches_gnmt_formula():
+    assert length_normalizer(torch.tensor(7), 0.0).item() == 1.0
+    assert math.isclose(length_normalizer(torch.tensor(7), 1.0).item(), 2.0)
+    assert math.isclose(length_normalizer(torch.tensor(1), 0.5).item(), 1.0)
+
+
+def test_sampling_is_reproducible_and_top1_is_greedy():
+    decoder = tiny()
+    features = torch.randn(3, 6, 8)
+    a = sample(decoder, features, generator=torch.Generator().manual_seed(1))
+    b = sample(decoder, features, generator=torch.Generator().manual_seed(1))
+    assert [x.ids for x in a] == [x.ids for x in b]
+    top1 = sample(decoder, features, top_k=1, generator=torch.Generator().manual_seed(2))
+    assert [x.ids for x in top1] == [x.ids for x in greedy(decoder, features)]
+
+
+def test_loss_by_hand():
+    """Cross-entropy over real words only, plus lambda * sum_i (1 - sum_t alpha_ti)^2."""
+    logits = torch.zeros(1, 3, 4)
+    logits[0, 0, 2] = math.log(3.0)          # p(target 2) = 3 / 6 = 0.5
+    targets = torch.tensor([[2, 1, 0]])      # third step is padding
+    alphas = torch.tensor([[[0.5, 0.5], [1.0, 0.0], [0.0, 1.0]]])
+    loss, parts = caption_loss(logits, alphas, targets, alpha_c=2.0)
+    ce = (-math.log(0.5) - math.log(0.25)) / 2
+    reg = 2.0 * ((1 - 1.5) ** 2 + (1 - 0.5) ** 2)  # padding step's alphas are not counted
+    assert math.isclose(parts["ce"], ce, rel_tol=1e-6)
+    assert math.isclose(parts["reg"], reg, rel_tol=1e-6)
+    assert math.isclose(loss.item(), ce + reg, rel_tol=1e-6)
+
+
+def test_coordinate_features_rows_first():
+    c = coordinate_features(2, 3, bands=1)   # (P, 4): sin x, cos x, sin y, cos y at frequency pi
+    assert c.shape == (6, 4)
+    x = (torch.tensor([0, 1, 2, 0, 1, 2]) + 0.5) / 3
+    y = (torch.tensor([0, 0, 0, 1, 1, 1]) + 0.5) / 2
+    assert torch.allclose(c[:, 0], torch.sin(math.pi * x), atol=1e-6)
+    assert torch.allclose(c[:, 1], torch.cos(math.pi * x), atol=1e-6)
+    assert torch.allclose(c[:, 2], torch.sin(math.pi * y), atol=1e-6)
+    assert torch.allclose(c[:, 3], torch.cos(math.pi * y), atol=1e-6)
+
+
+def test_overfits_a_batch():
+    """A tiny decoder learns four fixed captions for four grids exactly."""
+    torch.manual_seed(0)
+    config = CaptionerConfig(vocab_size=12, encoder_dim=8, embed_dim=16, attention_dim=16, hidden_dim=32,
+                             grid=[2, 3], dropout=0.0, alpha_c=0.0, max_len=8)
+    decoder = AttentionDecoder(config)
+    features = torch.randn(4, 6, 8)
+    caps = torch.tensor([[1, 4, 5, 6, 2, 0], [1, 7, 8, 2, 0, 0], [1, 9, 10, 11, 4, 2], [1, 5, 5, 2, 0, 0]])
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-2)
+    for _ in range(200):
+        logits, alphas = decoder(features, caps)
+        loss, _ = caption_loss(logits, alphas, caps[:, 1:], config.alpha_c)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    decoder.eval()
+    got = [d.ids for d in beam_search(decoder, features, beam_size=3)]
+    assert got == [[4, 5, 6], [7, 8], [9, 10, 11, 4], [5, 5]]
