@@ -25,7 +25,7 @@ class CaptionPairs(Dataset):
 
     def __getitem__(self, i: int):
         key, tokens = self.pairs[i]
-        features = torch.from_numpy(np.ascontiguousarray(self.cache[key]))  # (P, D) float16
+        features = torch.from_numpy(np.array(self.cache[key]))  # (P, D) float16, a writable copy of the mapped rows
         return features, torch.tensor(self.vocab.encode(tokens, add_start_end=True))
 
 

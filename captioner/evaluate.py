@@ -18,6 +18,7 @@ import torch
 from .decode import Decoded, decode
 from .features import FeatureCache
 from .model import AttentionDecoder
+from .prepared import read_json
 from .scenes_metrics import scene_objects
 
 
@@ -75,9 +76,11 @@ def generate(decoder: AttentionDecoder, cache: FeatureCache, keys: list[str], be
     return results
 
 
-def scenes_ground_truth(data_dir: str | Path, split: str) -> dict | None:
-    """{image_id: objects} from the scenes' instances file, or None for other data sets."""
+def scenes_ground_truth(data_dir: str | Path, split: str) -> tuple[dict, int] | None:
+    """({image_id: objects}, image side) from the scenes' instances file, or None for other data sets."""
     path = Path(data_dir) / "raw" / f"instances_{split}.json"
     if not path.exists():
         return None
-    return scene_objects(path)
+    # The scenes are square and all of one size; pointing is measured in their pixels.
+    side = read_json(path, "scene instances file")["images"][0]["width"]
+    return scene_objects(path), side

@@ -157,8 +157,13 @@ class _Runner:
         if self.compiled is None:
             return self._eager(x)
         n = x.shape[0]
-        if n < self.batch_size:
-            x = torch.cat([x, x.new_zeros(self.batch_size - n, *x.shape[1:])])  # (batch_size, C, S, S)
+        # Every batch, full or short, is copied into a fresh buffer made here, in inference
+        # mode: a padded batch built in here and a full one built by the caller outside it
+        # differ in their dispatch keys, and that difference alone makes dynamo recompile
+        # (a second ~25 s compile; the feature cache test checks there is none).
+        padded = x.new_zeros(max(n, self.batch_size), *x.shape[1:])          # (batch_size, C, S, S)
+        padded[:n] = x
+        x = padded
         try:
             return self.compiled(x)[:n]
         except Exception as e:

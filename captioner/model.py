@@ -30,6 +30,9 @@ class CaptionerConfig:
     attention: bool = True           # False: the "CNN + RNN" baseline, mean feature -> initial state only
     position_encoding: bool = True   # add a learned map of each cell's (x, y) to the features
     deep_output: bool = True         # Xu eq. 7: words read L_h h + L_z context, not h alone
+    attention_query: str = "previous"  # "previous": alpha_t from h_{t-1} (Xu et al.); "current": from
+                                       # h_t after the cell update, the LSTM reading the previous
+                                       # context (Lu et al. 2017), so each word reads a fresh look
     dropout: float = 0.3
     alpha_c: float = 1.0             # weight of the doubly stochastic regularisation
     max_len: int = 30                # decoding limit, in tokens (<end> included)
@@ -75,6 +78,8 @@ class AttentionDecoder(nn.Module):
         self.config = c = config
         if c.cell not in CELLS:
             raise ValueError(f"cell must be one of {CELLS}, got {c.cell!r}")
+        if c.attention_query not in ("previous", "current"):
+            raise ValueError(f"attention_query must be 'previous' or 'current', got {c.attention_query!r}")
         self.embedding = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=0)
         if c.position_encoding:
             self.position = nn.Linear(16, c.encoder_dim)
@@ -123,29 +128,46 @@ class AttentionDecoder(nn.Module):
         return {name: t if name == "position" else t.repeat_interleave(k, dim=0) for name, t in memory.items()}
 
     def init_state(self, memory: dict) -> tuple:
+        """(h, c) or, with attention_query "current", (h, c, previous gated context)."""
         h = torch.tanh(self.init_h(memory["mean"]))                    # (B, H)
         c = torch.tanh(self.init_c(memory["mean"])) if self.config.cell == "lstm" else None
+        if self._query_current:
+            return (h, c, torch.zeros_like(memory["mean"]))            # (B, D)
         return (h, c)
+
+    @property
+    def _query_current(self) -> bool:
+        return self.config.attention and self.config.attention_query == "current"
 
     # ------------------------------------------------------------------ per step
     def advance(self, tokens: torch.Tensor, state: tuple, memory: dict):
         """One recurrent step: previous words (B,) -> output features (B, H), new state, alpha (B, P)."""
-        h, c = state
+        c = self.config
         x = self.embedding(tokens)                                     # (B, E)
-        alpha = None
-        if self.config.attention:
-            context, alpha = self.attention(memory["features"], memory["projected"], h,
-                                            memory.get("position"))    # (B, D), (B, P)
-            gated = torch.sigmoid(self.gate(h)) * context              # (B, D)
-            x = torch.cat([x, gated], dim=1)                           # (B, E + D)
-        if self.config.cell == "lstm":
-            h, c = self.cell(x, (h, c))                                # (B, H) each
+        if not c.attention:
+            h, cell = self._cell(x, state[0], state[1])
+            return h, (h, cell), None
+        if self._query_current:
+            h, cell = self._cell(torch.cat([x, state[2]], 1), state[0], state[1])  # (B, H)
+            gated, alpha = self._look(h, memory)                       # (B, D), (B, P)
+            new_state = (h, cell, gated)
         else:
-            h = self.cell(x, h)                                        # (B, H)
-        out = h
-        if self.config.attention and self.config.deep_output:
-            out = h + self.context_out(gated)                          # (B, H)
-        return out, (h, c), alpha
+            gated, alpha = self._look(state[0], memory)
+            h, cell = self._cell(torch.cat([x, gated], 1), state[0], state[1])
+            new_state = (h, cell)
+        out = h + self.context_out(gated) if c.deep_output else h      # (B, H)
+        return out, new_state, alpha
+
+    def _look(self, h: torch.Tensor, memory: dict):
+        """Soft attention queried by h, gated by beta = sigmoid(f_beta(h))."""
+        context, alpha = self.attention(memory["features"], memory["projected"], h,
+                                        memory.get("position"))        # (B, D), (B, P)
+        return torch.sigmoid(self.gate(h)) * context, alpha
+
+    def _cell(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None):
+        if self.config.cell == "lstm":
+            return self.cell(x, (h, c))                                # (B, H) each
+        return self.cell(x, h), None                                   # (B, H)
 
     def output(self, out: torch.Tensor) -> torch.Tensor:
         return self.fc(self.dropout(out))                              # (..., V)

@@ -53,22 +53,16 @@ def score_split(decoder: AttentionDecoder, cache: FeatureCache, records: list[di
     predictions = [{"image_id": r["image_id"], "caption": " ".join(hyp), "tokens": hyp,
                     "attention": None if d.alphas is None else d.alphas.reshape(-1, h, w).tolist()}
                    for r, hyp, d in zip(records, hypotheses, decoded)]
-    truth = scenes_ground_truth(data_dir, split)
-    if truth is not None:
-        image_size = cache.encoder.image_size  # the grid tiles the whole (resized) image
+    scenes_truth = scenes_ground_truth(data_dir, split)
+    if scenes_truth is not None:
+        truth, side = scenes_truth
         wanted = {r["image_id"] for r in records}
-        scenes = score_scenes(predictions, {k: v for k, v in truth.items() if k in wanted},
-                              image_size=_original_size(data_dir, split) or image_size)
+        scenes = score_scenes(predictions, {k: v for k, v in truth.items() if k in wanted}, image_size=side)
         metrics["object_accuracy"] = round(100 * scenes["object_accuracy"], 2)
         if scenes["pointing_accuracy"] is not None:
             metrics["pointing_accuracy"] = round(100 * scenes["pointing_accuracy"], 2)
         metrics["scenes"] = {k: scenes[k] for k in ("counts", "errors", "by_object_count", "examples")}
     return metrics, predictions
-
-
-def _original_size(data_dir: Path, split: str) -> int | None:
-    """The scenes are square; pointing is measured in original pixels."""
-    return 224 if (Path(data_dir) / "raw" / f"instances_{split}.json").exists() else None
 
 
 def train_captioner(data_dir: str | Path, out_dir: str | Path, model_overrides: dict, train: TrainConfig,

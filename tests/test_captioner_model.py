@@ -24,8 +24,9 @@ def captions(batch=4, length=6):
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("attention", [True, False])
-def test_forward_equals_step_loop(cell, attention):
-    decoder = tiny(cell, attention)
+@pytest.mark.parametrize("query", ["previous", "current"])
+def test_forward_equals_step_loop(cell, attention, query):
+    decoder = tiny(cell, attention, attention_query=query)
     features, caps = torch.randn(4, 6, 8), captions()
     logits, alphas = decoder(features, caps)
     assert logits.shape == (4, 5, 12)
@@ -46,8 +47,9 @@ def test_forward_equals_step_loop(cell, attention):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_beam_size_one_equals_greedy(cell):
-    decoder = tiny(cell)
+@pytest.mark.parametrize("query", ["previous", "current"])
+def test_beam_size_one_equals_greedy(cell, query):
+    decoder = tiny(cell, attention_query=query)
     features = torch.randn(5, 6, 8)
     for g, b in zip(greedy(decoder, features), beam_search(decoder, features, beam_size=1)):
         assert g.ids == b.ids
@@ -56,8 +58,9 @@ def test_beam_size_one_equals_greedy(cell):
 
 
 @pytest.mark.parametrize("beam", [2, 3, 5])
-def test_batched_beam_equals_one_at_a_time(beam):
-    decoder = tiny()
+@pytest.mark.parametrize("query", ["previous", "current"])
+def test_batched_beam_equals_one_at_a_time(beam, query):
+    decoder = tiny(attention_query=query)
     features = torch.randn(4, 6, 8)
     batched = beam_search(decoder, features, beam_size=beam)
     for i in range(4):
