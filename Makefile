@@ -26,6 +26,7 @@ demo: $(STAMP)
 	$(BIN)/attend caption data/demo/images/test/*.png --beam 3
 
 test: $(STAMP)
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	$(BIN)/python -m pytest -q
 
 clean-venv:

@@ -115,6 +115,37 @@ def cmd_bench_encoder(args) -> None:
     _print_json(bench_encoder(sizes=args.sizes, compile=not args.no_compile, device=args.device or "cpu"))
 
 
+def _bench_shapes(args) -> dict:
+    """The shapes to measure: the common COCO configuration and the default model's."""
+    from captioner.bench import COCO_SHAPE
+
+    shapes = {}
+    if args.config in ("coco", "both"):
+        shapes["coco"] = COCO_SHAPE
+    if args.config in ("default", "both"):
+        from captioner.inference import DEFAULT_CHECKPOINT
+        from captioner.training import load_checkpoint
+
+        shapes["default"] = load_checkpoint(DEFAULT_CHECKPOINT, "captioner")["config"]
+    return shapes
+
+
+def cmd_bench_decode(args) -> None:
+    from captioner.bench import bench_decode
+
+    _print_json([bench_decode(shape, steps=args.steps, beams=args.beams, batches=args.batches,
+                              device=args.device or "cpu") | {"config": name}
+                 for name, shape in _bench_shapes(args).items()])
+
+
+def cmd_bench_train(args) -> None:
+    from captioner.bench import bench_train
+
+    _print_json([bench_train(shape, batch=args.batch_size, steps=args.steps, cache_images=args.cache_images,
+                             device=args.device or "cpu", folder=args.folder) | {"config": name}
+                 for name, shape in _bench_shapes(args).items()])
+
+
 # ---------------------------------------------------------------- train, evaluate
 
 def _train_config(args):
@@ -187,6 +218,15 @@ def cmd_caption(args) -> None:
             overlay_sheet(r.image, r.tokens, r.attention).save(buffer, format="PNG")
             target = args.attention_out / f"{i:04d}_{Path(r.name).stem}_attention.png"
             atomic_write_bytes(target, buffer.getvalue())
+
+
+# ---------------------------------------------------------------- app
+
+def cmd_app(args) -> None:
+    from apps.app_logic import streamlit_command
+
+    command = streamlit_command(port=args.port, address=args.address)
+    os.execvp(command[0], command)  # the server takes this process over (Ctrl-C stops it)
 
 
 # ---------------------------------------------------------------- parser
@@ -302,6 +342,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-compile", action="store_true", help="measure eager mode")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_bench_encoder)
+
+    p = bsub.add_parser("decode", help="beam-search ms per image per step (random weights)")
+    p.add_argument("--config", choices=["coco", "default", "both"], default="both")
+    p.add_argument("--steps", type=int, nargs="+", default=[12, 51])
+    p.add_argument("--beams", type=int, nargs="+", default=[3, 5])
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 32])
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_bench_decode)
+
+    p = bsub.add_parser("train", help="training captions per second from cached features, peak memory")
+    p.add_argument("--config", choices=["coco", "default", "both"], default="both")
+    p.add_argument("--batch-size", type=_int_at_least(1), default=32)
+    p.add_argument("--steps", type=_int_at_least(1), default=5)
+    p.add_argument("--cache-images", type=_int_at_least(0), default=0,
+                   help="read batches from a memory-mapped float16 cache of this many random grids")
+    p.add_argument("--folder", help="where to write that cache (default: a temporary folder)")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_bench_train)
+
+    p = sub.add_parser("app", help="open the Streamlit app (shipped default models, no set-up)")
+    p.add_argument("--port", type=_int_at_least(1), help="port to serve on (default: Streamlit's 8501)")
+    p.add_argument("--address", help="address to listen on, e.g. 127.0.0.1 (default: all interfaces)")
+    p.set_defaults(func=cmd_app)
 
     from apps.cli_vqa import register as register_vqa  # train/evaluate/bench vqa and ask
 

@@ -1,0 +1,444 @@
+"""The Streamlit app: every flow through AppTest, and its pixel logic as plain functions.
+
+The app runs on tiny random-weight checkpoints (64 px input, a 2x2 grid) named through
+ATTEND_CAPTIONER / ATTEND_VQA, so these tests need neither the shipped models nor time:
+they check plumbing and messages, not caption quality. One test uses the shipped models
+when they are installed.
+"""
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from apps import app_logic as logic
+from captioner.encoder import EncoderConfig
+from captioner.images import ImageError, load_image, resize_for_model
+from captioner.model import AttentionDecoder, CaptionerConfig
+from captioner.overlay import overlay
+from captioner.training import save_checkpoint
+from captioner.vocab import SPECIALS, Vocab
+from data_prep.scenes import make_scene
+from vqa.model import VQAConfig, VQANet
+
+APP = Path(__file__).resolve().parent.parent / "apps" / "streamlit_app.py"
+TIMEOUT = 60  # s: the first run loads two encoders
+WORDS = ["a", "small", "large", "red", "blue", "green", "circle", "square", "star", "triangle", "and"]
+QUESTION_WORDS = ["what", "colour", "is", "the", "circle", "how", "many", "objects", "are", "there"]
+ANSWERS = ["yes", "no", "red", "blue", "circle", "2"]
+
+
+# ---------------------------------------------------------------- tiny checkpoints
+
+def write_tiny_checkpoints(folder: Path, image_size: int = 64) -> tuple[Path, Path]:
+    """A random-weight captioner and VQA model in the shipped checkpoint format."""
+    torch.manual_seed(0)
+    encoder = asdict(EncoderConfig(image_size=image_size))
+    grid = [image_size // 32] * 2
+    vocab = Vocab([*SPECIALS, *WORDS])
+    config = CaptionerConfig(vocab_size=len(vocab), embed_dim=16, attention_dim=16, hidden_dim=32,
+                             max_len=6, grid=grid)
+    decoder = AttentionDecoder(config)
+    with torch.no_grad():  # never <end> (nor a special token): every caption has max_len - 1 words
+        decoder.fc.bias[:len(SPECIALS)] = -1e4
+    captioner = folder / "captioner.pt"
+    save_checkpoint(captioner, {"kind": "captioner", "config": asdict(config), "vocab": vocab.to_dict(),
+                                "encoder": encoder, "model": decoder.state_dict(), "version": 1})
+    question_vocab = Vocab([*SPECIALS, *QUESTION_WORDS])
+    vqa_config = VQAConfig(question_vocab_size=len(question_vocab), num_answers=len(ANSWERS), grid=grid,
+                           embed_dim=8, hidden_dim=16, attention_dim=8, classifier_dim=16)
+    vqa = folder / "vqa.pt"
+    save_checkpoint(vqa, {"kind": "vqa", "config": asdict(vqa_config), "model": VQANet(vqa_config).state_dict(),
+                          "question_vocab": question_vocab.to_dict(), "answers": ANSWERS, "encoder": encoder,
+                          "metric": "exact", "version": 1})
+    return captioner, vqa
+
+
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """The app sets the server's torch thread count; AppTest runs it in this process."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory) -> tuple[Path, Path]:
+    return write_tiny_checkpoints(tmp_path_factory.mktemp("app_models"))
+
+
+@pytest.fixture
+def app(tiny_models, monkeypatch):
+    """A fresh AppTest of the app on the tiny models, already run once."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv(logic.ENV_CAPTIONER, str(tiny_models[0]))
+    monkeypatch.setenv(logic.ENV_VQA, str(tiny_models[1]))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def scene_png(index: int = 1) -> bytes:
+    _, pixels, _, _ = make_scene(logic.GALLERY_SEED, "test", index)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def texts(elements) -> list[str]:
+    return [logic.plain(e.value) for e in elements]
+
+
+def caption_of(at) -> str:
+    """The caption heading (the only level-3 heading before the Ask section)."""
+    headings = [m for m in texts(at.markdown) if m.startswith("### ")]
+    assert headings, "no caption shown"
+    return headings[0][4:]
+
+
+def images(at):
+    return at.get("image")
+
+
+def assert_captioned(at, tokens_expected: int | None = None) -> None:
+    assert not at.exception, at.exception
+    assert not at.error, texts(at.error)
+    caption = caption_of(at)
+    words = [p for p in at.pills if p.key.startswith("word_")][0]
+    assert len(words.options) == len(caption.split())
+    if tokens_expected is not None:
+        assert len(words.options) == tokens_expected
+    captions = [c for image in images(at) for c in image.captions]
+    # The selected word's overlay, the image the model saw, and one tile per word.
+    assert any(c.startswith(f'"{caption.split()[0]}"') for c in captions)
+    assert any(c.startswith("The image as the model saw it") for c in captions)
+    assert [c for c in captions if c[:1].isdigit()] == [f"{i + 1}. {w}" for i, w in enumerate(caption.split())]
+
+
+# ---------------------------------------------------------------- flows
+
+def test_start_page_shows_models_and_what_they_know(app):
+    assert not app.error
+    info = " ".join(texts(app.info))
+    assert "synthetic" in info and "easy-VQA" in info and "attend train captioner" in info
+    allowed = {t.lstrip(".") for t in app.file_uploader(key="upload").allowed_type}
+    assert allowed == set(logic.UPLOAD_TYPES)
+
+
+def test_upload_captions_with_a_map_per_word(app, tiny_models):
+    from captioner.inference import Captioner
+
+    data = scene_png(1)
+    app.file_uploader(key="upload").set_value(("scene.png", data, "image/png")).run()
+    expected = Captioner(tiny_models[0]).caption([data], beam_size=3)[0]
+    assert caption_of(app) == expected.caption
+    assert_captioned(app, len(expected.tokens))
+
+    # A click on another word shows that word's map; beam size 1 re-captions greedily.
+    words = [p for p in app.pills if p.key.startswith("word_")][0]
+    if len(words.options) > 1:
+        words.set_value(1).run()
+        assert any(c.startswith(f'"{expected.tokens[1]}"') for image in images(app) for c in image.captions)
+    app.slider(key="beam").set_value(1).run()
+    assert caption_of(app) == Captioner(tiny_models[0]).caption([data], beam_size=1)[0].caption
+    assert not app.exception
+
+
+@pytest.mark.parametrize("fmt, mime", [("JPEG", "image/jpeg"), ("WEBP", "image/webp")])
+def test_upload_jpeg_and_webp(app, fmt, mime):
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(scene_png(5))).save(buffer, format=fmt, quality=90)
+    app.file_uploader(key="upload").set_value((f"scene.{fmt.lower()}", buffer.getvalue(), mime)).run()
+    assert_captioned(app)
+
+
+def test_camera_photo(app):
+    app.segmented_control(key="image_source").set_value("Camera").run()
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(scene_png(2))).save(buffer, format="JPEG", quality=90)
+    app.camera_input(key="camera").set_value(("photo.jpg", buffer.getvalue(), "image/jpeg")).run()
+    assert_captioned(app)
+
+
+def test_gallery_pick_and_example_question(app):
+    app.segmented_control(key="image_source").set_value("Samples").run()
+    assert not app.exception
+    assert "Press" in " ".join(texts(app.caption))
+    app.button(key="sample_0").click().run()
+    assert_captioned(app)
+    examples = app.pills(key="example_question")
+    assert examples.options, "gallery scenes come with their questions"
+    examples.set_value(examples.options[0]).run()
+    assert app.text_input(key="question").value == examples.options[0]
+    assert not app.exception
+    assert len(app.get("progress")) >= 1
+
+    # An easy-VQA test image is in the gallery as well.
+    last = len(logic.gallery()) - 1
+    app.button(key=f"sample_{last}").click().run()
+    assert_captioned(app)
+
+
+def ask(app, question: str):
+    app.text_input(key="question").set_value(question)
+    app.button(key="ask").click().run()
+    assert not app.exception, app.exception
+    return app
+
+
+def test_ask_shows_answer_bars_and_glimpses(app, tiny_models):
+    from vqa.inference import Answerer
+
+    data = scene_png(3)
+    app.file_uploader(key="upload").set_value(("scene.png", data, "image/png")).run()
+    ask(app, "what colour is the circle?")
+    expected = Answerer.load(tiny_models[1]).ask_one(data, "what colour is the circle?", top_k=5)
+    headings = [m for m in texts(app.markdown) if m.startswith("### ")]
+    assert headings[-1] == f"### {expected['answer']}"
+    bars = app.get("progress")
+    assert len(bars) == len(expected["top_k"]) == 5
+    assert [b.value for b in bars] == [int(100 * p) for _, p in expected["top_k"]]   # percent, as drawn
+    assert [logic.plain(b.text) for b in bars] == [f"{a}: {100 * p:.1f}%" for a, p in expected["top_k"]]
+    glimpses = [c for image in images(app) for c in image.captions if c.startswith("glimpse")]
+    assert glimpses == [f"glimpse {g + 1}" for g in range(len(expected["attention"]))]
+    assert not app.warning
+
+
+@pytest.mark.parametrize("question, message", [
+    ("what colour is the zork circle?", "ignored: zork"),
+    ("zork blorp?", "none of the question's words is known"),
+    ("?!", "empty question"),
+])
+def test_unknown_and_empty_questions_get_a_friendly_message(app, question, message):
+    app.file_uploader(key="upload").set_value(("scene.png", scene_png(1), "image/png")).run()
+    ask(app, question)
+    assert any(message in w for w in texts(app.warning)), texts(app.warning)
+    assert not app.error
+
+
+def test_blank_question_only_prompts(app):
+    app.file_uploader(key="upload").set_value(("scene.png", scene_png(1), "image/png")).run()
+    ask(app, "   ")
+    assert not app.warning and not app.error
+    assert any("Type a question" in c for c in texts(app.caption))
+
+
+def _truncated_png() -> bytes:
+    return scene_png(1)[:2000]
+
+
+@pytest.mark.parametrize("name, data, reason", [
+    ("broken.png", _truncated_png(), "truncated or corrupt"),
+    ("notes.png", b"this is not an image, just text\n" * 10, "not an image file"),
+    ("empty.jpg", b"", "empty file"),
+    ("huge.png", b"\x89PNG" + bytes(logic.MAX_UPLOAD_BYTES), "file too large"),
+])
+def test_bad_file_gets_a_friendly_error(app, name, data, reason):
+    app.file_uploader(key="upload").set_value((name, data, "image/png")).run()
+    assert not app.exception
+    errors = texts(app.error)
+    assert len(errors) == 1 and reason in errors[0] and name in errors[0], errors
+    assert not [m for m in texts(app.markdown) if m.startswith("### ")]  # nothing captioned
+
+
+@pytest.fixture
+def garbage(tmp_path) -> Path:
+    path = tmp_path / "garbage.pt"
+    path.write_bytes(b"\x00not a checkpoint" * 100)
+    return path
+
+
+@pytest.mark.parametrize("which", ["captioner", "vqa"])
+def test_bad_checkpoint_path_gets_a_friendly_error(app, tiny_models, tmp_path, garbage, which):
+    other = tiny_models[1] if which == "captioner" else tiny_models[0]
+    app.radio(key=f"{which}_choice").set_value("path").run()
+    assert not app.exception and not app.error  # no path typed yet: a prompt, not an error
+    cases = [(tmp_path / "missing.pt", "checkpoint not found"),
+             (garbage, "not a readable attend checkpoint"),
+             (other, "expected a captioner checkpoint" if which == "captioner" else "expected a vqa checkpoint")]
+    for path, reason in cases:
+        app.text_input(key=f"{which}_path").set_value(str(path)).run()
+        assert not app.exception
+        assert any(reason in e for e in texts(app.error)), (path, texts(app.error))
+        assert any(reason in e for e in texts(app.sidebar.error))
+    # A good path recovers, and the page still works.
+    good = tiny_models[0] if which == "captioner" else tiny_models[1]
+    app.text_input(key=f"{which}_path").set_value(str(good)).run()
+    assert not app.error
+    app.file_uploader(key="upload").set_value(("scene.png", scene_png(1), "image/png")).run()
+    assert_captioned(app)
+
+
+def test_missing_default_models_get_a_clear_message(tmp_path, monkeypatch):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    import captioner.inference
+    import vqa.pipeline
+
+    monkeypatch.delenv(logic.ENV_CAPTIONER, raising=False)
+    monkeypatch.delenv(logic.ENV_VQA, raising=False)
+    monkeypatch.setattr(captioner.inference, "DEFAULT_CHECKPOINT", tmp_path / "scenes.pt")
+    monkeypatch.setitem(vqa.pipeline.SHIPPED, "scenes", tmp_path / "vqa_scenes.pt")
+    st.cache_resource.clear()  # a default loaded by an earlier test must not hide the problem
+    try:
+        at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+        at.run()
+        assert not at.exception
+        errors = texts(at.error)
+        assert any("default captioner is missing" in e and "Checkpoint file" in e for e in errors), errors
+        assert any("shipped scenes model is missing" in e for e in errors), errors
+        at.file_uploader(key="upload").set_value(("scene.png", scene_png(1), "image/png")).run()
+        assert not at.exception
+        assert any("No captioner is loaded" in c for c in texts(at.caption))
+    finally:
+        st.cache_resource.clear()
+
+
+SHIPPED = Path(logic.__file__).parent.parent / "captioner" / "weights" / "scenes.pt"
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="shipped default captioner not installed")
+def test_default_models_caption_a_scene(monkeypatch, tiny_models):
+    from streamlit.testing.v1 import AppTest
+
+    from vqa.pipeline import SHIPPED as VQA_SHIPPED
+
+    monkeypatch.delenv(logic.ENV_CAPTIONER, raising=False)
+    if VQA_SHIPPED["scenes"].is_file():
+        monkeypatch.delenv(logic.ENV_VQA, raising=False)
+    else:
+        monkeypatch.setenv(logic.ENV_VQA, str(tiny_models[1]))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    at.file_uploader(key="upload").set_value(("scene.png", scene_png(1), "image/png")).run()
+    assert_captioned(at)
+    ask(at, "how many objects are there?")
+    assert at.get("progress")
+
+
+# ---------------------------------------------------------------- the pure helpers
+
+def test_uniform_map_is_drawn_flat_not_as_noise():
+    image = Image.new("RGB", (64, 64), (200, 220, 240))
+    flat = np.full((7, 7), 1 / 49) + np.random.default_rng(0).normal(0, 1e-9, (7, 7))
+    assert logic.is_uniform(flat) and logic.peak_cell(flat) is None
+    pixels = np.asarray(logic.word_overlay(image, flat))
+    assert (pixels == pixels[0, 0]).all()          # one colour everywhere: no rainbow
+    peaked = np.zeros((7, 7))
+    peaked[2, 5] = 1.0
+    assert not logic.is_uniform(peaked) and logic.peak_cell(peaked) == (2, 5)
+
+
+def test_overlay_is_smooth_and_peaks_where_the_model_looked():
+    image = Image.new("RGB", (224, 224), (128, 128, 128))
+    grid = np.zeros((7, 7))
+    grid[1, 5] = 1.0                                # row 1, column 5: upper right
+    shown = np.asarray(logic.word_overlay(image, grid, 448), dtype=np.float64)
+    assert shown.shape == (448, 448, 3)
+    brightness = shown.sum(-1)
+    y, x = np.unravel_index(brightness.argmax(), brightness.shape)
+    cell = 448 / 7
+    assert int(y // cell) == 1 and int(x // cell) == 5
+    # Smooth: neighbouring pixels differ by far less than the full range (no blocky cells).
+    assert np.abs(np.diff(brightness, axis=1)).max() < 0.1 * brightness.max()
+    assert logic.word_overlay(image, grid).size == (224, 224)
+    np.testing.assert_array_equal(np.asarray(logic.word_overlay(image, grid)), np.asarray(overlay(image, grid)))
+
+
+def test_overlays_are_drawn_on_the_exact_image_the_model_saw(tiny_models):
+    from captioner.inference import Captioner
+
+    photo = Image.fromarray(np.random.default_rng(1).integers(0, 255, (90, 160, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    photo.save(buffer, format="PNG")
+    picture = logic.read_picture(buffer.getvalue(), "photo.png")
+    result = Captioner(tiny_models[0]).caption([picture.image])[0]
+    seen = resize_for_model(load_image(buffer.getvalue()), 64)
+    np.testing.assert_array_equal(np.asarray(result.image), np.asarray(seen))
+    np.testing.assert_array_equal(np.asarray(logic.model_view(picture.image, 64)), np.asarray(seen))
+    tiles = logic.attention_overlays(result.image, result.attention, 150)
+    assert len(tiles) == len(result.tokens) and all(t.size == (150, 150) for t in tiles)
+    assert logic.attention_overlays(result.image, None) == []
+
+
+def test_colour_bar_runs_from_dark_to_bright():
+    bar = np.asarray(logic.colour_bar(200, 10), dtype=np.float64)
+    assert bar.shape == (10, 200, 3)
+    middle = bar[5, 1:-1].sum(-1)
+    assert middle[0] < 60 and middle[-1] > 500 and (np.diff(middle) > -20).all()
+
+
+def test_read_picture_limits_and_errors():
+    data = scene_png(0)
+    picture = logic.read_picture(data, "scene.png")
+    assert picture.image.mode == "RGB" and picture.image.size == (224, 224)
+    assert picture.digest == logic.read_picture(data, "again.png").digest
+    with pytest.raises(ImageError, match="file too large"):
+        logic.read_picture(data, "scene.png", limit=len(data) - 1)
+    with pytest.raises(ImageError, match="not an image file"):
+        logic.read_picture(b"hello", "hello.png")
+
+
+def test_gallery_samples_are_images_with_questions():
+    samples = logic.gallery()
+    kinds = [s.kind for s in samples]
+    assert kinds.count("scene") == logic.GALLERY_SCENES and kinds.count("easy-vqa") == logic.GALLERY_EASY_VQA
+    for sample in samples:
+        assert sample.questions and all(q.endswith("?") for q in sample.questions)
+        assert logic.read_picture(sample.data, sample.label).image.size in {(224, 224), (64, 64)}
+    assert [s.data for s in logic.scene_samples(2)] == [s.data for s in logic.scene_samples(2)]
+
+
+def test_model_source(monkeypatch):
+    monkeypatch.delenv(logic.ENV_VQA, raising=False)
+    assert logic.model_source("default", "", logic.ENV_VQA) is None
+    assert logic.model_source("easy-vqa", "", logic.ENV_VQA) == "easy-vqa"
+    assert logic.model_source("path", ' "/x/best.pt" ', logic.ENV_VQA) == "/x/best.pt"
+    with pytest.raises(ValueError):
+        logic.model_source("path", "  ", logic.ENV_VQA)
+    monkeypatch.setenv(logic.ENV_VQA, "/y.pt")
+    assert logic.model_source("default", "", logic.ENV_VQA) == "/y.pt"
+
+
+def test_text_never_becomes_markup():
+    for text in ["a *b* <script>x</script>", "- a list?", "1. one", ":red[boo] :smile:", "# heading", "a_b_c"]:
+        escaped = logic.escape_markdown(text)
+        assert logic.plain(escaped) == text
+        assert not any(c in escaped.replace("\\" + c, "") for c in "*<>[]_#")
+    assert logic.top_k_rows([["red", 0.75], ["blue", 1.2]]) == [("red", 0.75, "red: 75.0%"), ("blue", 1.0, "blue: 100.0%")]
+    assert logic.unknown_note([]) is None and "zork" in logic.unknown_note(["zork", "zork"])
+
+
+def test_app_never_uses_unsafe_html_and_library_never_imports_apps():
+    source = APP.read_text()
+    assert "unsafe_allow_html" not in source and "st.html" not in source
+    imports = re.compile(r"^\s*(?:import|from)\s+(apps|streamlit)\b", re.MULTILINE)
+    assert not imports.search(Path(logic.__file__).read_text().replace("from apps", "")), "app_logic imports streamlit"
+    root = APP.parent.parent
+    for package in ("captioner", "vqa", "data_prep"):
+        for path in (root / package).rglob("*.py"):
+            assert not imports.search(path.read_text()), f"{path} imports the apps or streamlit"
+
+
+def test_attend_app_runs_streamlit_with_the_upload_limit(monkeypatch):
+    from apps import cli
+
+    seen = {}
+    monkeypatch.setattr(cli.os, "execvp", lambda file, argv: seen.update(file=file, argv=argv))
+    assert cli.main(["app", "--port", "8765"]) == 0
+    argv = seen["argv"]
+    assert argv[1:4] == ["-m", "streamlit", "run"] and argv[4] == str(APP)
+    assert argv[argv.index("--server.maxUploadSize") + 1] == str(logic.MAX_UPLOAD_MB)
+    assert argv[argv.index("--server.port") + 1] == "8765"
+    assert argv[argv.index("--server.headless") + 1] == "true"
+    config = (APP.parent.parent / ".streamlit" / "config.toml").read_text()
+    assert f"maxUploadSize = {logic.MAX_UPLOAD_MB}" in config
