@@ -10,6 +10,8 @@ import json
 import math
 import os
 import shutil
+import sys
+import types
 import socket
 import warnings
 from pathlib import Path
@@ -241,11 +243,14 @@ def _ddp_worker(rank: int, world_size: int, port: int, data_dir: str, run_dir: s
     Path(record_dir, f"rank{rank}.json").write_text(json.dumps({"writes": writes, **hashes}))
 
 
-def test_ddp_two_cpu_processes(scenes_dir, tmp_path):
+def test_ddp_two_cpu_processes(scenes_dir, tmp_path, monkeypatch):
     import torch.multiprocessing as mp
 
     run, records = tmp_path / "run", tmp_path / "records"
     records.mkdir()
+    # Spawned children re-run the parent's __main__ file; after an AppTest in the same
+    # session that is the Streamlit script. A bare __main__ makes them import nothing extra.
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     mp.spawn(_ddp_worker, args=(2, _free_port(), str(scenes_dir), str(run), str(records)), nprocs=2, join=True)
     rank0, rank1 = (json.loads((records / f"rank{r}.json").read_text()) for r in (0, 1))
     assert rank1["writes"] == []

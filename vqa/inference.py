@@ -1,0 +1,163 @@
+"""Answer questions about images: what `attend ask` and the app call.
+
+``Answerer.load()`` (the shipped scenes model) or ``Answerer.load("easy-vqa")`` or a path;
+``answerer.ask(images, questions)`` answers one question per image, batched, and returns
+plain dicts::
+
+    {"question": str, "answer": str, "top_k": [[answer, probability], ...],
+     "attention": G x h x w nested lists (rows first), "grid": [h, w],
+     "question_tokens": [...], "unknown_words": [...]}
+
+or, for an unusable question or image, ``{"question": str, "error": str, ...}``.
+``ask_one`` raises the error (an ``AttendError``) instead.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from captioner.encoder import ImageEncoder
+from captioner.errors import AttendError
+from captioner.vocab import tokenize
+
+from .data import MAX_QUESTION_TOKENS, pad_questions, question_ids
+from .pipeline import load_vqa
+
+
+ENCODE_BATCH = 32
+
+
+class QuestionError(AttendError):
+    """A question the model cannot answer: empty, too long, or made only of unknown words."""
+
+
+class Answerer:
+    """A trained VQA model with its image encoder, vocabulary and answer list."""
+
+    def __init__(self, net, vocab, answers: list[str], encoder: ImageEncoder, checkpoint: dict,
+                 device: torch.device):
+        self.net, self.vocab, self.answers, self.encoder = net, vocab, answers, encoder
+        self.checkpoint, self.device = checkpoint, device
+        self.grid = list(net.config.grid)
+
+    @classmethod
+    def load(cls, checkpoint: str | Path | None = None, device: str | torch.device = "cpu") -> "Answerer":
+        """``checkpoint``: a path, ``"scenes"`` or ``"easy-vqa"`` (the shipped models); None = scenes."""
+        device = torch.device(device)
+        net, vocab, answers, encoder_config, state = load_vqa(checkpoint, device)
+        encoder = ImageEncoder(encoder_config).to(device)
+        return cls(net, vocab, answers, encoder, state, device)
+
+    # ---------------------------------------------------------------- the two halves
+    def check_question(self, question: str) -> tuple[list[str], list[str]]:
+        """(tokens, unknown words) of a question; ``QuestionError`` when it cannot be answered."""
+        tokens = tokenize(question or "")
+        unknown = self.vocab.unknown(tokens)
+        if not tokens:
+            raise QuestionError("empty question: ask something about the image, e.g. "
+                                "\"what colour is the circle?\"")
+        if len(tokens) > MAX_QUESTION_TOKENS:
+            raise QuestionError(f"question too long ({len(tokens)} words; the limit is {MAX_QUESTION_TOKENS})")
+        if len(unknown) == len(tokens):
+            raise QuestionError(f"none of the question's words is known to this model "
+                                f"(unknown words: {', '.join(dict.fromkeys(unknown))})")
+        return tokens, unknown
+
+    @torch.inference_mode()
+    def encode(self, images: Sequence[Any]) -> torch.Tensor:
+        """Images (paths, bytes, file objects or PIL images) -> grids (N, P, D); ``ImageError`` if one is bad."""
+        x = torch.stack([self.encoder.preprocess(image) for image in images]).to(self.device)  # (N, C, S, S)
+        return self.encoder(x)[0]                                         # (N, P, D)
+
+    @torch.inference_mode()
+    def answer_features(self, features: torch.Tensor, token_lists: Sequence[list[str]],
+                        top_k: int = 3, image_index: torch.Tensor | None = None) -> list[dict]:
+        """Already encoded grids (N, P, D) and tokenized questions -> one result each.
+
+        ``image_index`` (B,): the grid each question is about (default: question b, grid b).
+        """
+        ids = [torch.tensor(question_ids(tokens, self.vocab), dtype=torch.long) for tokens in token_lists]
+        questions = pad_questions(ids).to(self.device)                    # (B, T)
+        if image_index is not None:
+            image_index = image_index.to(self.device)
+        logits, attention = self.net(features.to(self.device).float(), questions, image_index)  # (B, K), (B, G, P)
+        probs = torch.softmax(logits.float(), dim=1)                      # (B, K)
+        top = probs.topk(min(top_k, probs.shape[1]), dim=1)
+        h, w = self.grid
+        maps = attention.reshape(attention.shape[0], attention.shape[1], h, w).cpu()  # (B, G, h, w)
+        results = []
+        for b, tokens in enumerate(token_lists):
+            pairs = [[self.answers[k], round(p, 4)] for p, k in zip(top.values[b].tolist(), top.indices[b].tolist())]
+            results.append({"answer": pairs[0][0], "top_k": pairs,
+                            "attention": [[[round(v, 4) for v in row] for row in glimpse] for glimpse in maps[b].tolist()],
+                            "grid": [h, w], "question_tokens": list(tokens),
+                            "unknown_words": self.vocab.unknown(tokens)})
+        return results
+
+    # ---------------------------------------------------------------- the API
+    def ask(self, images: Sequence[Any], questions: Sequence[str], top_k: int = 3) -> list[dict]:
+        """One question per image (the same image may recur; it is encoded once per call).
+
+        A bad question or image gives ``{"question", "error", ...}`` in its place; the others
+        are answered.
+        """
+        if len(images) != len(questions):
+            raise ValueError(f"{len(images)} images for {len(questions)} questions")
+        results: list[dict | None] = [None] * len(questions)
+        tokens: dict[int, list[str]] = {}
+        for i, question in enumerate(questions):
+            try:
+                tokens[i], _ = self.check_question(question)
+            except QuestionError as e:
+                tok = tokenize(question or "")
+                results[i] = {"question": question, "error": str(e), "question_tokens": tok,
+                              "unknown_words": self.vocab.unknown(tok)}
+        # Encode each distinct image once, in batches; a bad image fails only its questions.
+        grids: dict[Any, torch.Tensor | str] = {}
+        pending: list[tuple[Any, torch.Tensor]] = []
+        for i in tokens:
+            key = _image_key(images[i])
+            if key in grids:
+                continue
+            grids[key] = "pending"
+            try:
+                pending.append((key, self.encoder.preprocess(images[i])))  # (C, S, S)
+            except AttendError as e:
+                grids[key] = str(e)
+        for start in range(0, len(pending), ENCODE_BATCH):
+            chunk = pending[start:start + ENCODE_BATCH]
+            with torch.inference_mode():
+                x = torch.stack([t for _, t in chunk]).to(self.device)    # (N, C, S, S)
+                encoded = self.encoder(x)[0]                              # (N, P, D)
+            grids.update((key, grid) for (key, _), grid in zip(chunk, encoded))
+        for i in list(tokens):
+            grid = grids[_image_key(images[i])]
+            if isinstance(grid, str):
+                results[i] = {"question": questions[i], "error": grid, "question_tokens": tokens.pop(i),
+                              "unknown_words": []}
+        order = sorted(tokens)
+        if order:
+            keys = list(dict.fromkeys(_image_key(images[i]) for i in order))
+            row = {key: n for n, key in enumerate(keys)}
+            features = torch.stack([grids[key] for key in keys])           # (N, P, D)
+            image_index = torch.tensor([row[_image_key(images[i])] for i in order])  # (B,)
+            answered = self.answer_features(features, [tokens[i] for i in order], top_k, image_index)
+            for i, result in zip(order, answered):
+                results[i] = {"question": questions[i], **result}
+        return results  # type: ignore[return-value]
+
+    def ask_one(self, image: Any, question: str, top_k: int = 3) -> dict:
+        """One question about one image; raises ``AttendError`` (one line) if either is unusable."""
+        tokens, _ = self.check_question(question)
+        features = self.encode([image])                                   # (1, P, D)
+        return {"question": question, **self.answer_features(features, [tokens], top_k)[0]}
+
+
+def _image_key(image: Any) -> Any:
+    if isinstance(image, (str, Path)):
+        return ("path", str(image))
+    if isinstance(image, (bytes, bytearray)):
+        return ("bytes", bytes(image))
+    return ("object", id(image))

@@ -1,0 +1,217 @@
+"""Train and evaluate the VQA model on a prepared data folder (`attend train/evaluate vqa`).
+
+Training runs the shared loop (``captioner.training.fit``): resume, torchrun, the metrics
+log and plot come from there. Evaluation answers every question of a split, scores it
+with the official VQA accuracy (10 human answers) or exact match (one answer, easy-VQA),
+and writes the answers in the official results format ``[{question_id, answer}]``.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from captioner import distributed
+from captioner.encoder import EncoderConfig
+from captioner.errors import AttendError
+from captioner.features import FeatureCache, cache_dir
+from captioner.prepared import VQA, atomic_write_json, split_records
+from captioner.training import TrainConfig, fit, half_state_dict, load_checkpoint, save_checkpoint
+from captioner.vocab import Vocab
+
+from .data import Collate, VQAExamples
+from .metrics import exact_match, summarize, vqa_accuracy
+from .model import VQAConfig, VQANet, vqa_loss
+
+KIND = "vqa"
+WEIGHTS = Path(__file__).parent / "weights"
+SHIPPED = {"scenes": WEIGHTS / "scenes.pt", "easy-vqa": WEIGHTS / "easy_vqa.pt"}
+DEFAULT_CHECKPOINT = "scenes"
+METRICS = ("vqa", "exact")
+
+
+def resolve_checkpoint(checkpoint: str | Path | None) -> Path:
+    """A checkpoint path, or the name of a shipped model (``scenes``, ``easy-vqa``; None = scenes)."""
+    name = DEFAULT_CHECKPOINT if checkpoint is None else str(checkpoint)
+    if name in SHIPPED:
+        path = SHIPPED[name]
+        if not path.is_file():
+            raise AttendError(f"the shipped {name} model is missing ({path}); reinstall attend "
+                              "or pass --checkpoint PATH")
+        return path
+    return Path(checkpoint)
+
+
+# ---------------------------------------------------------------- answering a split
+
+@torch.inference_mode()
+def predict(net: VQANet, examples: VQAExamples, batch_size: int = 64,
+            device: str | torch.device = "cpu") -> torch.Tensor:
+    """The index of the best answer for every question of ``examples.records``, in order.
+
+    ``batch_size`` counts images (each with all its questions)."""
+    net.eval()
+    loader = DataLoader(examples, batch_size=batch_size, shuffle=False, collate_fn=Collate(None))
+    best = []
+    for features, questions, image_index, _ in loader:
+        logits, _ = net(features.to(device).float(), questions.to(device), image_index.to(device))  # (B, K)
+        best.append(logits.argmax(1).cpu())
+    return torch.cat(best)
+
+
+def score(prediction: str, record: dict, metric: str) -> float | None:
+    """One answer's accuracy (0..1), or None where the record has no human answers (test)."""
+    if not record["answers"]:
+        return None
+    if metric == "exact":
+        return exact_match(prediction, record["answers"][0])
+    return vqa_accuracy(prediction, record["answers"])
+
+
+def answer_split(net: VQANet, cache: FeatureCache, records: list[dict], vocab: Vocab, answers: list[str],
+                 metric: str, batch_size: int = 64, device="cpu") -> tuple[dict | None, list[dict]]:
+    """Answer the records whose image is cached -> (summary or None when nothing is scorable, answered).
+
+    Answers are strings from the model's own answer list, so a checkpoint can be scored on
+    any prepared folder (another seed of the scenes, say) whatever that folder's answer ids.
+    """
+    examples = VQAExamples(records, cache, vocab, training=False)
+    best = predict(net, examples, batch_size, device)
+    answered = []
+    for r, k in zip(examples.records, best.tolist()):
+        answer = answers[k]
+        answered.append({"question_id": r["question_id"], "answer": answer,
+                         "accuracy": score(answer, r, metric),
+                         "answer_type": r["answer_type"], "question_type": r["question_type"]})
+    scored = [a for a in answered if a["accuracy"] is not None]
+    return (summarize(scored) if scored else None), answered
+
+
+# ---------------------------------------------------------------- training
+
+def _metric(prepared: dict) -> str:
+    metric = prepared.get("metric", "vqa")
+    if metric not in METRICS:
+        raise AttendError(f"vqa.json: unknown metric {metric!r} (expected one of {', '.join(METRICS)})")
+    return metric
+
+
+def train_vqa(data_dir: str | Path, out_dir: str | Path, model_overrides: dict, train: TrainConfig,
+              encoder: EncoderConfig | None = None, val_split: str = "val", val_limit: int = 5000,
+              device: str | None = None, export: str | Path | None = None, log=print) -> dict:
+    """Train on cached features, selecting ``best.pt`` on validation accuracy.
+
+    Args:
+        model_overrides: ``VQAConfig`` fields to change (``--set glimpses=3``).
+        val_limit: validation questions answered after every epoch (the first ones).
+        export: also write best.pt as a float16 shippable checkpoint here.
+    """
+    data_dir = Path(data_dir)
+    encoder = encoder or EncoderConfig()
+    prepared, train_records = split_records(data_dir, VQA, "train")
+    _, val_records = split_records(data_dir, VQA, val_split)
+    metric = _metric(prepared)
+    vocab = Vocab.from_dict(prepared["question_vocab"])
+    answers = list(prepared["answers"])
+    cache = FeatureCache(cache_dir(data_dir, encoder))
+    known = {f.name for f in fields(VQAConfig)}
+    unknown = set(model_overrides) - known
+    if unknown:
+        raise AttendError(f"unknown model option(s): {', '.join(sorted(unknown))} "
+                          f"(known: {', '.join(sorted(known))})")
+    config = VQAConfig(**{"question_vocab_size": len(vocab), "num_answers": len(answers),
+                          "encoder_dim": cache.dim, "grid": list(cache.grid), **model_overrides})
+    model = VQANet(config)
+    train_set = VQAExamples(train_records, cache, vocab, training=True)
+    val_records = [r for r in val_records if r["answers"]][:val_limit]
+    if not val_records:
+        raise AttendError(f"split {val_split!r} has no answered questions to select on")
+
+    def loss_fn(net, batch, device):
+        features, questions, image_index, targets = (t.to(device, non_blocking=True) for t in batch)
+        logits, _ = net(features.float(), questions, image_index)       # (B, K)
+        loss = vqa_loss(logits, targets, metric)
+        # The soft score of the argmax: the training accuracy, free of charge.
+        hit = targets.gather(1, logits.argmax(1, keepdim=True)).clamp(max=1).mean()
+        return loss, {"loss": loss.item(), "accuracy": 100 * hit.item()}
+
+    def evaluate(net):
+        summary, _ = answer_split(net, cache, val_records, vocab, answers, metric, device=next(net.parameters()).device)
+        return {"accuracy": summary["accuracy"], **{f"type_{k}": v for k, v in summary["per_question_type"].items()}}
+
+    extra = {"kind": KIND, "config": asdict(config), "question_vocab": vocab.to_dict(), "answers": answers,
+             "encoder": asdict(encoder), "metric": metric, "data": {"source": prepared.get("source", "")}}
+    ctx = distributed.init(device)
+    try:
+        log(f"{train_set.questions} training questions on {len(train_set)} images, {len(val_records)} validation questions, "
+            f"{len(answers)} answers, metric {metric}")
+        result = fit(model, train_set, Collate(len(answers)), loss_fn, evaluate, "accuracy", train, ctx, extra, log=log)
+    finally:
+        distributed.shutdown()
+    if export and ctx.is_main:
+        result["exported"] = export_vqa(result["checkpoint"], export)
+    return result
+
+
+def export_vqa(checkpoint: str | Path, out: str | Path) -> dict:
+    """A float16 copy of a trained checkpoint without the optimizer state: what ships in vqa/weights/."""
+    state = load_checkpoint(checkpoint, KIND)
+    shipped = {k: v for k, v in state.items() if k != "train"}
+    shipped["model"] = half_state_dict(state["model"])
+    save_checkpoint(out, shipped)
+    return {"path": str(out), "megabytes": round(Path(out).stat().st_size / 1e6, 2)}
+
+
+# ---------------------------------------------------------------- loading, evaluation
+
+def load_vqa(checkpoint: str | Path | None = None, device: str | torch.device = "cpu"):
+    """Rebuild the model from one checkpoint file (or a shipped name).
+
+    Returns (net in eval mode, question vocab, answers, encoder config, checkpoint dict).
+    """
+    path = resolve_checkpoint(checkpoint)
+    state = load_checkpoint(path, KIND)
+    try:
+        net = VQANet(VQAConfig(**state["config"]))
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()})
+        vocab = Vocab.from_dict(state["question_vocab"])
+        answers = list(state["answers"])
+        encoder = EncoderConfig(**state["encoder"])
+    except (KeyError, TypeError, RuntimeError, ValueError) as e:
+        raise AttendError(f"{path}: VQA checkpoint does not match this version ({type(e).__name__})") from None
+    return net.to(device).eval(), vocab, answers, encoder, state
+
+
+def evaluate_vqa(checkpoint: str | Path, data_dir: str | Path, split: str = "test", out: str | Path | None = None,
+                 device: str | None = None, batch_size: int = 64) -> dict:
+    """Accuracy with per answer type / question type breakdown; writes metrics and the results file.
+
+    Files in ``out``: ``metrics_SPLIT.json`` and ``vqa_SPLIT_results.json`` (``[{question_id,
+    answer}]`` for every question whose image could be read, the official format).
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    data_dir = Path(data_dir)
+    net, vocab, answers, encoder, state = load_vqa(checkpoint, device)
+    prepared, records = split_records(data_dir, VQA, split)
+    metric = _metric(prepared)
+    cache = FeatureCache(cache_dir(data_dir, encoder))
+    started = time.perf_counter()
+    summary, answered = answer_split(net, cache, records, vocab, answers, metric, batch_size, device)
+    result = {"checkpoint": str(checkpoint), "data": str(data_dir), "split": split, "metric": metric,
+              "questions": len(records), "answered": len(answered),
+              "scored": summary["count"] if summary else 0,
+              "seconds": round(time.perf_counter() - started, 2)}
+    if summary:
+        result.update({k: summary[k] for k in ("accuracy", "per_answer_type", "per_question_type")})
+    else:
+        result["accuracy"] = None  # a test split without annotations: results file only
+    if out:
+        out = Path(out)
+        atomic_write_json(out / f"metrics_{split}.json", result, indent=2)
+        atomic_write_json(out / f"vqa_{split}_results.json",
+                          [{"question_id": a["question_id"], "answer": a["answer"]} for a in answered])
+        result["results_file"] = str(out / f"vqa_{split}_results.json")
+    return result
