@@ -20,7 +20,7 @@ setup: $(STAMP)
 app: $(STAMP)
 	$(BIN)/attend app
 
-# Until the app is there: caption a freshly generated scene with the default model.
+# The command-line path: caption freshly generated scenes with the default model.
 demo: $(STAMP)
 	$(BIN)/attend prepare scenes --out data/demo --seed 7 --train 1 --val 1 --test 2 >/dev/null
 	$(BIN)/attend caption data/demo/images/test/*.png --beam 3
