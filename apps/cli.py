@@ -142,7 +142,8 @@ def cmd_bench_train(args) -> None:
     from captioner.bench import bench_train
 
     _print_json([bench_train(shape, batch=args.batch_size, steps=args.steps, cache_images=args.cache_images,
-                             device=args.device or "cpu", folder=args.folder) | {"config": name}
+                             device=args.device or "cpu",
+                             folder=args.folder and str(Path(args.folder) / name)) | {"config": name}
                  for name, shape in _bench_shapes(args).items()])
 
 
@@ -357,7 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_int_at_least(1), default=5)
     p.add_argument("--cache-images", type=_int_at_least(0), default=0,
                    help="read batches from a memory-mapped float16 cache of this many random grids")
-    p.add_argument("--folder", help="where to write that cache (default: a temporary folder)")
+    p.add_argument("--folder", help="where to write that cache, one subfolder per --config, reused by "
+                   "later runs (default: a temporary folder, removed after)")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_bench_train)
 

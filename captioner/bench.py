@@ -10,6 +10,7 @@ import time
 import torch
 
 from .encoder import EncoderConfig, ImageEncoder
+from .errors import AttendError
 
 
 def peak_rss_mb() -> float:
@@ -99,19 +100,54 @@ def bench_decode(shape: dict, steps=(12, 51), beams=(3, 5), batches=(1, 32), dev
             "results": rows, "peak_rss_mb": peak_rss_mb()}
 
 
+def write_random_cache(folder, images: int, grid: list[int], dim: int, shard_size: int = 1024) -> "Path":
+    """A feature cache of ``images`` random float16 grids in the layout `attend features` writes
+    (shards of ``shard_size`` rows, their key lists, index.json), filled slice by slice so that
+    writing needs no large buffer. Returns the cache folder."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from .features import _write_index
+    from .prepared import atomic_write_json
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    p = grid[0] * grid[1]
+    block = np.random.default_rng(0).standard_normal((64, p, dim), dtype=np.float32).astype(np.float16)
+    names = []
+    for s, first in enumerate(range(0, images, shard_size)):
+        n = min(shard_size, images - first)
+        name = f"shard_{s:05d}"
+        array = np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=np.float16, shape=(n, p, dim))
+        for i in range(0, n, len(block)):
+            rows = min(len(block), n - i)
+            array[i:i + rows] = block[:rows] + np.float16(first + i)  # every grid on disk, none alike
+        array.flush()
+        del array
+        atomic_write_json(folder / f"{name}.json", {"keys": [f"{first + i:08d}" for i in range(n)], "skipped": []})
+        names.append(name)
+    side = 32 * grid[0]  # index.json records the grid as image_size // 32
+    _write_index(folder, EncoderConfig(backbone="resnet101", image_size=side), names, shard_size)
+    return folder
+
+
 def bench_train(shape: dict, batch: int = 32, caption_len: int = 16, steps: int = 5, cache_images: int = 0,
                 device: str = "cpu", folder: str | None = None) -> dict:
     """Training captions per second from cached features (forward, loss, backward, Adam).
 
     With ``cache_images`` > 0 a float16 feature cache of that many random grids is written
-    to ``folder`` and read memory-mapped, as `attend train` reads it, so the peak memory
-    shows whether it grows with the data set.
+    to ``folder`` (reused if it is already there; a temporary folder is removed after) and read through ``FeatureCache``, as
+    `attend train` reads it; after the timed steps one more pass reads every grid of the
+    cache, as an epoch does, so the peak memory shows whether it grows with the data set.
     """
+    import shutil
     import tempfile
     from pathlib import Path
 
     import numpy as np
 
+    from .features import FeatureCache
     from .model import caption_loss
 
     decoder, config = _decoder(shape, device)
@@ -119,22 +155,22 @@ def bench_train(shape: dict, batch: int = 32, caption_len: int = 16, steps: int 
     optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-4)
     p = config.grid[0] * config.grid[1]
     generator = torch.Generator().manual_seed(0)
-    grids = None
+    cache = keys = None
+    temporary = cache_images and folder is None
     if cache_images:
         folder = Path(folder or tempfile.mkdtemp(prefix="attend-bench-"))
-        path = folder / "bench_cache.npy"
-        array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(cache_images, p, config.encoder_dim))
-        for i in range(0, cache_images, 256):  # written in slices so writing needs no big buffer
-            n = min(256, cache_images - i)
-            array[i:i + n] = np.random.default_rng(i).standard_normal((n, p, config.encoder_dim), dtype=np.float32)
-        array.flush()
-        del array
-        grids = np.load(path, mmap_mode="r")
+        try:
+            cache = FeatureCache(folder)
+        except AttendError:
+            cache = None
+        if cache is None or len(cache) != cache_images or cache.dim != config.encoder_dim:
+            cache = FeatureCache(write_random_cache(folder, cache_images, config.grid, config.encoder_dim))
+        keys = cache.keys()
 
     def one_step():
-        if grids is not None:
-            index = np.sort(torch.randint(len(grids), (batch,), generator=generator).numpy())
-            features = torch.from_numpy(np.ascontiguousarray(grids[index])).to(device).float()
+        if cache is not None:
+            index = torch.randint(len(keys), (batch,), generator=generator).tolist()
+            features = torch.from_numpy(np.stack([cache[keys[i]] for i in index])).to(device).float()
         else:
             features = torch.randn(batch, p, config.encoder_dim, generator=generator).to(device)
         captions = torch.randint(4, config.vocab_size, (batch, caption_len + 2), generator=generator).to(device)
@@ -146,9 +182,12 @@ def bench_train(shape: dict, batch: int = 32, caption_len: int = 16, steps: int 
         optimizer.step()
 
     seconds = timed(one_step, repeats=steps, warmup=1)
-    if grids is not None:  # sweep the whole cache once, as an epoch does
-        for i in range(0, len(grids), 256):
-            np.asarray(grids[i:i + 256]).astype(np.float32).sum()
+    swept = 0
+    if cache is not None:  # read the whole cache once, as an epoch does
+        for i in range(0, len(keys), batch):
+            swept += len(np.stack([cache[k] for k in keys[i:i + batch]]))
+        if temporary:
+            shutil.rmtree(folder)
     return {"bench": "train", "shape": shape, "device": device, "batch": batch, "caption_words": caption_len,
             "captions_per_s": round(batch / seconds, 1), "ms_per_step": round(1000 * seconds, 1),
-            "cache_images": cache_images, "peak_rss_mb": peak_rss_mb()}
+            "cache_images": cache_images, "cache_images_read": swept, "peak_rss_mb": peak_rss_mb()}

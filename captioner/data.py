@@ -1,7 +1,6 @@
 """Caption training pairs read from the prepared layout and the memory-mapped feature cache."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -25,7 +24,7 @@ class CaptionPairs(Dataset):
 
     def __getitem__(self, i: int):
         key, tokens = self.pairs[i]
-        features = torch.from_numpy(np.array(self.cache[key]))  # (P, D) float16, a writable copy of the mapped rows
+        features = torch.from_numpy(self.cache[key])  # (P, D) float16, a copy of the mapped row
         return features, torch.tensor(self.vocab.encode(tokens, add_start_end=True))
 
 

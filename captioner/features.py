@@ -16,6 +16,7 @@ Reading memory-maps the shards, so memory does not grow with the size of the dat
 from __future__ import annotations
 
 import io
+import mmap
 import time
 from pathlib import Path
 
@@ -185,7 +186,12 @@ def _write_index(out: Path, config: EncoderConfig, names: list[str], shard_size:
 
 
 class FeatureCache:
-    """Memory-mapped read access to a feature cache: ``cache[key] -> (P, D) float16``."""
+    """Memory-mapped read access to a feature cache: ``cache[key] -> (P, D) float16``.
+
+    Each read returns a private copy of the row and then drops the row's pages from this
+    process's mapping (``madvise(MADV_DONTNEED)``; the data stays in the OS page cache), so
+    a process that sweeps a cache of any size keeps a resident set of about one batch.
+    """
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
@@ -197,7 +203,7 @@ class FeatureCache:
         self.grid = tuple(index["grid"])
         self.dim = index["dim"]
         self.skipped = dict((k, r) for k, r in index["skipped"])
-        self._arrays: dict[int, np.ndarray] = {}
+        self._shards: dict[int, tuple[mmap.mmap, np.ndarray, int]] = {}
         self._where: dict[str, tuple[int, int]] = {}
         self._names = index["shards"]
         for s, name in enumerate(self._names):
@@ -214,13 +220,42 @@ class FeatureCache:
     def __len__(self) -> int:
         return len(self._where)
 
+    def keys(self) -> list[str]:
+        return list(self._where)
+
+    def _shard(self, s: int) -> tuple[mmap.mmap, np.ndarray, int]:
+        """Map shard s: (the mmap, the (n, P, D) array over it, the array's byte offset)."""
+        if s not in self._shards:
+            path = self.folder / f"{self._names[s]}.npy"
+            try:
+                with open(path, "rb") as f:
+                    version = np.lib.format.read_magic(f)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, fortran, dtype = read_header(f)
+                    offset = f.tell()
+                    mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            except (OSError, ValueError) as e:
+                raise AttendError(f"{path}: unreadable feature shard ({e})") from None
+            if fortran or len(shape) != 3:
+                raise AttendError(f"{path}: not a (n, P, D) feature shard")
+            array = np.frombuffer(mapped, dtype=dtype, count=int(np.prod(shape)), offset=offset).reshape(shape)
+            self._shards[s] = (mapped, array, offset)
+        return self._shards[s]
+
     def __getitem__(self, key: str) -> np.ndarray:
+        """The (P, D) float16 grid of ``key``: a writable copy; the mapped pages are released."""
         try:
             s, row = self._where[key]
         except KeyError:
             reason = self.skipped.get(key)
             raise AttendError(f"{key}: not in the feature cache"
                               + (f" (skipped: {reason})" if reason else "")) from None
-        if s not in self._arrays:
-            self._arrays[s] = np.load(self.folder / f"{self._names[s]}.npy", mmap_mode="r")
-        return self._arrays[s][row]
+        mapped, array, offset = self._shard(s)
+        grid = array[row].copy()
+        if hasattr(mapped, "madvise"):
+            begin = offset + row * array.strides[0]                   # the row's bytes in the file
+            start = begin - begin % mmap.PAGESIZE                      # madvise wants a page start
+            end = min(len(mapped), begin + array.strides[0])
+            mapped.madvise(mmap.MADV_DONTNEED, start, end - start)     # the kernel rounds the end up
+        return grid

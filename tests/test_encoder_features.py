@@ -257,3 +257,51 @@ def test_write_features_refuses_a_trainable_encoder_and_an_empty_folder(tmp_path
         write_features(tmp_path, progress=False)
     with pytest.raises(AttendError, match="no feature cache"):
         FeatureCache(tmp_path)
+
+
+def test_cache_reads_equal_numpy_for_both_npy_header_versions(tmp_path):
+    """Rows read through our mapping equal numpy's own reader, whatever the header length
+    (rows of 3 x 5 float16 are not page-aligned, so page rounding is exercised)."""
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal((700, 3, 5)).astype(np.float16) for _ in range(2)]
+    np.lib.format.write_array(open(tmp_path / "shard_00000.npy", "wb"), arrays[0], version=(1, 0))
+    np.lib.format.write_array(open(tmp_path / "shard_00001.npy", "wb"), arrays[1], version=(2, 0))
+    for s in range(2):
+        (tmp_path / f"shard_{s:05d}.json").write_text(json.dumps(
+            {"keys": [f"{s}/{i}" for i in range(700)], "skipped": []}))
+    (tmp_path / "index.json").write_text(json.dumps({
+        "encoder": EncoderConfig().__dict__, "grid": [1, 3], "dim": 5, "shard_size": 700,
+        "shards": ["shard_00000", "shard_00001"], "skipped": []}))
+    cache = FeatureCache(tmp_path)
+    order = rng.permutation(1400)
+    for i in list(order) + list(order[:50]):  # every row, then some again after their pages were released
+        s, row = divmod(int(i), 700)
+        got = cache[f"{s}/{row}"]
+        np.testing.assert_array_equal(got, np.load(tmp_path / f"shard_{s:05d}.npy")[row])
+        got[:] = 0  # a private, writable copy: the file is untouched
+    assert np.load(tmp_path / "shard_00000.npy")[3].any()
+
+
+def test_sweeping_a_cache_keeps_the_resident_set_small(tmp_path):
+    """Reading every grid of a 192 MB cache, in a fresh process, leaves its resident memory
+    far below the cache's size: read pages are handed back as it goes (without that, every
+    page read stays resident in the mapping)."""
+    import subprocess
+    import sys
+
+    from captioner.bench import write_random_cache
+
+    write_random_cache(tmp_path, images=240, grid=[14, 14], dim=2048, shard_size=100)  # 240 x 0.8 MB
+    script = (
+        "import sys\n"
+        "from captioner.features import FeatureCache\n"
+        "def rss_mb():\n"
+        "    return int(open('/proc/self/status').read().split('VmRSS:')[1].split()[0]) // 1024\n"
+        "cache = FeatureCache(sys.argv[1])\n"
+        "cache[cache.keys()[0]]\n"
+        "before = rss_mb()\n"
+        "total = sum(float(cache[k][0, 0]) for k in cache.keys())\n"
+        "print(rss_mb() - before)\n")
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True)
+    grown_mb = int(out.stdout.split()[-1])
+    assert grown_mb < 40, f"resident memory grew by {grown_mb} MB over a 192 MB sweep"

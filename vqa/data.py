@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -59,8 +58,7 @@ class VQAExamples(Dataset):
         return len(self.records)
 
     def __getitem__(self, i: int):
-        # np.array copies the row: the cache is a read-only memory map.
-        features = torch.from_numpy(np.array(self.cache[self.images[i]]))  # (P, D) float16
+        features = torch.from_numpy(self.cache[self.images[i]])  # (P, D) float16, a copy
         return features, self.ids[i], [r["targets"] for r in self.groups[i]]
 
 
