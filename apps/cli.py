@@ -134,7 +134,7 @@ def cmd_bench_decode(args) -> None:
     from captioner.bench import bench_decode
 
     _print_json([bench_decode(shape, steps=args.steps, beams=args.beams, batches=args.batches,
-                              device=args.device or "cpu") | {"config": name}
+                              device=args.device or "cpu", weights=tuple(args.weights)) | {"config": name}
                  for name, shape in _bench_shapes(args).items()])
 
 
@@ -193,7 +193,8 @@ def cmd_evaluate_captioner(args) -> None:
     from captioner.pipeline import evaluate_captioner
 
     summary = evaluate_captioner(args.checkpoint, args.data, split=args.split, beam_size=args.beam,
-                                 length_penalty=args.length_penalty, out=args.out, device=args.device)
+                                 length_penalty=args.length_penalty, out=args.out, device=args.device,
+                                 int8=args.int8)
     summary.get("scenes", {}).pop("examples", None) if not args.examples else None
     _print_json(summary)
 
@@ -205,7 +206,7 @@ def cmd_caption(args) -> None:
 
     if not args.images:
         raise AttendError("give at least one image")
-    captioner = Captioner(args.checkpoint, device=args.device)
+    captioner = Captioner(args.checkpoint, device=args.device, int8=args.int8)
     results = captioner.caption([str(p) for p in args.images], beam_size=args.beam, batch_size=args.batch_size)
     for i, r in enumerate(results):
         if args.json:
@@ -321,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per image: caption, tokens, attention, grid")
     p.add_argument("--attention-out", type=Path, metavar="DIR", help="write a PNG per image with every word's map")
     p.add_argument("--device")
+    p.add_argument("--int8", action="store_true",
+                   help="decode with int8 weights in the per-step layers (CPU only; faster, captions can differ slightly)")
     p.set_defaults(func=cmd_caption)
 
     evaluate = sub.add_parser("evaluate", help="score a checkpoint on a data split (JSON)")
@@ -334,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="write metrics_SPLIT.json and captions_SPLIT_results.json here")
     p.add_argument("--examples", action="store_true", help="include example errors in the output")
     p.add_argument("--device")
+    p.add_argument("--int8", action="store_true",
+                   help="decode with int8 weights in the per-step layers (CPU only; faster, captions can differ slightly)")
     p.set_defaults(func=cmd_evaluate_captioner)
 
     bench = sub.add_parser("bench", help="speed and memory as JSON")
@@ -349,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, nargs="+", default=[12, 51])
     p.add_argument("--beams", type=int, nargs="+", default=[3, 5])
     p.add_argument("--batches", type=int, nargs="+", default=[1, 32])
+    p.add_argument("--weights", nargs="+", choices=["float32", "int8"], default=["float32", "int8"],
+                   help="decoder weights to measure (int8: the CPU path of --int8)")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_bench_decode)
 

@@ -71,31 +71,38 @@ def _decoder(shape: dict, device: str):
 
 
 def bench_decode(shape: dict, steps=(12, 51), beams=(3, 5), batches=(1, 32), device: str = "cpu",
-                 repeats: int = 3) -> dict:
-    """Beam-search ms per image per step, with random weights and random grids.
+                 repeats: int = 3, weights=("float32", "int8")) -> dict:
+    """Beam-search ms per image per step, with random weights and random grids, for each kind
+    of decoder ``weights`` ("int8": ``model.quantized_int8``, CPU only; skipped on CUDA).
 
-    The search is forced to run exactly ``steps`` steps (<end> never wins: its logit is
-    masked by running with an end id the random model is free to pick, so we set
-    max_len and time the full loop), which is the worst case for a caption of that length.
+    The search is forced to run exactly ``steps`` steps: the output bias of <end> is pushed
+    down so the random model never ends early, and max_len cuts the search there, which is
+    the worst case for a caption of that length.
     """
     from .decode import beam_search
+    from .model import quantized_int8
     from .vocab import Vocab
 
     decoder, config = _decoder(shape, device)
-    # Random weights may emit <end> early; push its output bias down so every run lasts max_len steps.
     with torch.no_grad():
         decoder.fc.bias[Vocab.end_id] = -1e4
+    decoders = {"float32": decoder}
+    if "int8" in weights and torch.device(device).type == "cpu":
+        decoders["int8"] = quantized_int8(decoder)
     p = config.grid[0] * config.grid[1]
     rows = []
-    for n_steps in steps:
-        for beam in beams:
-            for batch in batches:
-                features = torch.randn(batch, p, config.encoder_dim, device=device)
-                seconds = timed(lambda: beam_search(decoder, features, beam, max_len=n_steps),
-                                repeats=repeats, warmup=1)
-                rows.append({"steps": n_steps, "beam": beam, "batch": batch,
-                             "ms_per_image_per_step": round(1000 * seconds / batch / n_steps, 3),
-                             "ms_per_image": round(1000 * seconds / batch, 1)})
+    for kind in weights:
+        if kind not in decoders:
+            continue
+        for n_steps in steps:
+            for beam in beams:
+                for batch in batches:
+                    features = torch.randn(batch, p, config.encoder_dim, device=device)
+                    seconds = timed(lambda: beam_search(decoders[kind], features, beam, max_len=n_steps),
+                                    repeats=repeats, warmup=1)
+                    rows.append({"weights": kind, "steps": n_steps, "beam": beam, "batch": batch,
+                                 "ms_per_image_per_step": round(1000 * seconds / batch / n_steps, 3),
+                                 "ms_per_image": round(1000 * seconds / batch, 1)})
     return {"bench": "decode", "shape": shape, "device": device, "threads": torch.get_num_threads(),
             "results": rows, "peak_rss_mb": peak_rss_mb()}
 
@@ -149,10 +156,11 @@ def bench_train(shape: dict, batch: int = 32, caption_len: int = 16, steps: int 
 
     from .features import FeatureCache
     from .model import caption_loss
+    from .training import make_optimizer
 
     decoder, config = _decoder(shape, device)
     decoder.train()
-    optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-4)
+    optimizer = make_optimizer(decoder.parameters(), lr=1e-4)  # as `attend train` makes it
     p = config.grid[0] * config.grid[1]
     generator = torch.Generator().manual_seed(0)
     cache = keys = None

@@ -89,8 +89,8 @@ def beam_search(decoder: AttentionDecoder, features: torch.Tensor, beam_size: in
     max_len = max_len or decoder.config.max_len
     b, k = features.shape[0], beam_size
     device = features.device
-    memory = decoder.expand_memory(decoder.prepare(features), k)                     # (N, ...)
-    state = decoder.init_state(memory)
+    memory = decoder.prepare(features)                                               # per image, shared by its beams
+    state = decoder.init_state(memory, k)                                            # (N, ...)
     tokens = torch.full((b * k,), Vocab.start_id, dtype=torch.long, device=device)   # (N,)
     # Only the first beam of each image is live at the start: the others are copies.
     scores = torch.full((b, k), float("-inf"), device=device)

@@ -36,12 +36,12 @@ class CaptionResult:
 class Captioner:
     """A trained decoder with the encoder it was trained on."""
 
-    def __init__(self, checkpoint: str | Path | None = None, device: str | None = None):
+    def __init__(self, checkpoint: str | Path | None = None, device: str | None = None, int8: bool = False):
         path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
         if checkpoint is None and not path.exists():
             raise AttendError(f"{path}: the default captioner is missing from this installation")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.decoder, self.vocab, encoder_config, self.checkpoint = load_captioner(path, self.device)
+        self.device = torch.device(device or ("cpu" if int8 or not torch.cuda.is_available() else "cuda"))
+        self.decoder, self.vocab, encoder_config, self.checkpoint = load_captioner(path, self.device, int8=int8)
         self.encoder = ImageEncoder(encoder_config).to(self.device)
         self.path = path
 

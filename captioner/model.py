@@ -5,7 +5,8 @@ channels, T caption steps, E embedding, A attention, H hidden, V vocabulary.
 
 One ``step()`` serves teacher forcing, greedy decoding, sampling and beam search: the
 loop in ``forward`` calls the same ``advance`` as ``step`` and only applies the output
-layer once to all steps (the same numbers, one large matrix product instead of T).
+layers (deep output and vocabulary) once to all steps: the same numbers, one large
+matrix product instead of T, and one weight gradient instead of T accumulated.
 """
 from __future__ import annotations
 
@@ -64,11 +65,17 @@ class SoftAttention(nn.Module):
         return self.encoder_proj(features)                            # (B, P, A)
 
     def forward(self, features, projected, hidden, position=None):
-        e = self.score(torch.tanh(projected + self.hidden_proj(hidden).unsqueeze(1))).squeeze(-1)  # (B, P)
-        alpha = torch.softmax(e, dim=-1)                               # (B, P)
-        context = torch.bmm(alpha.unsqueeze(1), features).squeeze(1)   # (B, D)
+        """features (B, P, D), projected (B, P, A), hidden (B*K, H): K query rows per image
+        (beams), image-major, read the image's memory without copying it K times."""
+        b, p, _ = features.shape
+        k = hidden.shape[0] // b
+        query = self.hidden_proj(hidden).view(b, k, 1, -1)            # (B, K, 1, A)
+        # tanh in place is safe for autograd: its backward needs only its own output.
+        e = self.score(torch.tanh_(projected.unsqueeze(1) + query)).view(b * k, p)  # (B*K, P)
+        alpha = torch.softmax(e, dim=-1)                               # (B*K, P)
+        context = torch.bmm(alpha.view(b, k, p), features).view(b * k, -1)  # (B*K, D)
         if position is not None:
-            context = context + alpha @ position                       # (B, D)
+            context = context + alpha @ position                       # (B*K, D)
         return context, alpha
 
 
@@ -104,15 +111,19 @@ class AttentionDecoder(nn.Module):
         apart and applied by linearity (W (a_i + p_i) = W a_i + W p_i, and likewise for the
         context), so the big (B, P, D) grid never needs a gradient: adding it in place made
         autograd accumulate a (B, P, D) gradient at every step, most of a training step's time.
+        Without gradients (decoding) it is simply added once, so each step reads one grid.
         """
         features = features.float()                                    # (B, P, D)
-        memory = {"features": features, "mean": features.mean(1)}      # (B, P, D), (B, D)
         position = None
         if self.config.position_encoding:
             h, w = self.config.grid
             if features.shape[1] != h * w:
                 raise ValueError(f"grid has {features.shape[1]} cells, the model was built for {h}x{w}")
             position = self.position(coordinate_features(h, w, device=features.device))  # (P, D)
+            if not torch.is_grad_enabled():  # decoding: no gradient to spare, add it once
+                features, position = features + position, None
+        memory = {"features": features, "mean": features.mean(1)}      # (B, P, D), (B, D)
+        if position is not None:
             memory["position"] = position
             memory["mean"] = memory["mean"] + position.mean(0)         # (B, D)
         if self.config.attention:
@@ -122,18 +133,16 @@ class AttentionDecoder(nn.Module):
             memory["projected"] = projected
         return memory
 
-    @staticmethod
-    def expand_memory(memory: dict, k: int) -> dict:
-        """Repeat each image's memory k times, image-major: (B, ...) -> (B * k, ...) (for beams)."""
-        return {name: t if name == "position" else t.repeat_interleave(k, dim=0) for name, t in memory.items()}
-
-    def init_state(self, memory: dict) -> tuple:
-        """(h, c) or, with attention_query "current", (h, c, previous gated context)."""
-        h = torch.tanh(self.init_h(memory["mean"]))                    # (B, H)
-        c = torch.tanh(self.init_c(memory["mean"])) if self.config.cell == "lstm" else None
-        if self._query_current:
-            return (h, c, torch.zeros_like(memory["mean"]))            # (B, D)
-        return (h, c)
+    def init_state(self, memory: dict, k: int = 1) -> tuple:
+        """(h, c) or, with attention_query "current", (h, c, previous gated context); with
+        k > 1, k copies of each image's state, image-major (B*k rows: the beams)."""
+        mean = memory["mean"]
+        h = torch.tanh(self.init_h(mean))                              # (B, H)
+        c = torch.tanh(self.init_c(mean)) if self.config.cell == "lstm" else None
+        state = (h, c, torch.zeros_like(mean)) if self._query_current else (h, c)  # last: (B, D)
+        if k > 1:
+            state = tuple(None if s is None else s.repeat_interleave(k, dim=0) for s in state)
+        return state
 
     @property
     def _query_current(self) -> bool:
@@ -141,12 +150,13 @@ class AttentionDecoder(nn.Module):
 
     # ------------------------------------------------------------------ per step
     def advance(self, tokens: torch.Tensor, state: tuple, memory: dict):
-        """One recurrent step: previous words (B,) -> output features (B, H), new state, alpha (B, P)."""
+        """One recurrent step: previous words (B,) -> (h (B, H), gated context (B, D) or None),
+        new state, alpha (B, P) or None."""
         c = self.config
         x = self.embedding(tokens)                                     # (B, E)
         if not c.attention:
             h, cell = self._cell(x, state[0], state[1])
-            return h, (h, cell), None
+            return (h, None), (h, cell), None
         if self._query_current:
             h, cell = self._cell(torch.cat([x, state[2]], 1), state[0], state[1])  # (B, H)
             gated, alpha = self._look(h, memory)                       # (B, D), (B, P)
@@ -155,8 +165,7 @@ class AttentionDecoder(nn.Module):
             gated, alpha = self._look(state[0], memory)
             h, cell = self._cell(torch.cat([x, gated], 1), state[0], state[1])
             new_state = (h, cell)
-        out = h + self.context_out(gated) if c.deep_output else h      # (B, H)
-        return out, new_state, alpha
+        return (h, gated), new_state, alpha
 
     def _look(self, h: torch.Tensor, memory: dict):
         """Soft attention queried by h, gated by beta = sigmoid(f_beta(h))."""
@@ -169,13 +178,17 @@ class AttentionDecoder(nn.Module):
             return self.cell(x, (h, c))                                # (B, H) each
         return self.cell(x, h), None                                   # (B, H)
 
-    def output(self, out: torch.Tensor) -> torch.Tensor:
+    def output(self, h: torch.Tensor, gated: torch.Tensor | None) -> torch.Tensor:
+        """Word logits (..., V) from the hidden state (..., H) and, with deep output, the gated
+        context (..., D) (Xu eq. 7: L_o(h + L_z z)); any leading shape, so teacher forcing
+        applies it once to every step."""
+        out = h + self.context_out(gated) if gated is not None and self.config.deep_output else h
         return self.fc(self.dropout(out))                              # (..., V)
 
     def step(self, tokens: torch.Tensor, state: tuple, memory: dict):
         """Previous words (B,) -> logits (B, V), new state, alpha (B, P) (None without attention)."""
-        out, state, alpha = self.advance(tokens, state, memory)
-        return self.output(out), state, alpha
+        (h, gated), state, alpha = self.advance(tokens, state, memory)
+        return self.output(h, gated), state, alpha
 
     # ------------------------------------------------------------------ teacher forcing
     def forward(self, features: torch.Tensor, captions: torch.Tensor):
@@ -185,13 +198,14 @@ class AttentionDecoder(nn.Module):
         """
         memory = self.prepare(features)
         state = self.init_state(memory)
-        outs, alphas = [], []
+        hs, gateds, alphas = [], [], []
         for t in range(captions.shape[1] - 1):
-            out, state, alpha = self.advance(captions[:, t], state, memory)
-            outs.append(out)
+            (h, gated), state, alpha = self.advance(captions[:, t], state, memory)
+            hs.append(h)
             if alpha is not None:
+                gateds.append(gated)
                 alphas.append(alpha)
-        logits = self.output(torch.stack(outs, 1))                     # (B, T-1, V)
+        logits = self.output(torch.stack(hs, 1), torch.stack(gateds, 1) if gateds else None)  # (B, T-1, V)
         alphas = torch.stack(alphas, 1) if alphas else None            # (B, T-1, P)
         return logits, alphas
 
@@ -212,3 +226,25 @@ def caption_loss(logits: torch.Tensor, alphas: torch.Tensor | None, targets: tor
         reg = alpha_c * ((1.0 - coverage) ** 2).sum(1).mean()
         loss = ce + reg
     return loss, {"loss": loss.item(), "ce": ce.item(), "reg": reg.item()}
+
+
+STEP_LAYERS = ("attention.hidden_proj", "gate", "context_out", "cell", "fc")
+
+
+def quantized_int8(decoder: AttentionDecoder) -> AttentionDecoder:
+    """A copy of ``decoder`` for CPU decoding whose per-step layers (``STEP_LAYERS``) hold int8
+    weights: PyTorch's dynamic quantization, activations stay float and are quantized on the
+    fly. Decoding one image is limited by reading every weight at every step, and int8 reads
+    4x fewer bytes; the layers used once per image stay float32. Captions can differ from
+    the float32 model's where two words score almost alike (measured in the README).
+    """
+    import copy
+    import warnings
+
+    present = dict(decoder.named_modules())
+    spec = {name: torch.ao.quantization.default_dynamic_qconfig for name in STEP_LAYERS if name in present}
+    with warnings.catch_warnings():
+        # Upstream deprecates torch.ao quantization in favour of torchao; the pinned torch has it.
+        warnings.filterwarnings("ignore", message=r".*quantize_per_tensor.*")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(decoder).cpu().eval(), spec, dtype=torch.qint8)

@@ -13,7 +13,7 @@ from .evaluate import bleu, coco_metrics, generate, scenes_ground_truth
 from .features import FeatureCache, cache_dir
 from .encoder import EncoderConfig
 from .errors import AttendError
-from .model import AttentionDecoder, CaptionerConfig, caption_loss
+from .model import AttentionDecoder, CaptionerConfig, caption_loss, quantized_int8
 from .prepared import CAPTIONS, atomic_write_json, split_records
 from .scenes_metrics import score_scenes
 from .training import TrainConfig, fit, load_checkpoint
@@ -101,8 +101,14 @@ def train_captioner(data_dir: str | Path, out_dir: str | Path, model_overrides: 
     return result
 
 
-def load_captioner(path: str | Path, device: str | torch.device = "cpu") -> tuple[AttentionDecoder, Vocab, EncoderConfig, dict]:
-    """Rebuild a decoder from one checkpoint file: (decoder, vocab, encoder config, checkpoint)."""
+def load_captioner(path: str | Path, device: str | torch.device = "cpu",
+                   int8: bool = False) -> tuple[AttentionDecoder, Vocab, EncoderConfig, dict]:
+    """Rebuild a decoder from one checkpoint file: (decoder, vocab, encoder config, checkpoint).
+
+    ``int8``: the CPU decoding copy with int8 per-step layers (``model.quantized_int8``).
+    """
+    if int8 and torch.device(device).type != "cpu":
+        raise AttendError("int8 decoding runs on the CPU only (drop --int8 or use --device cpu)")
     checkpoint = load_checkpoint(path, KIND)
     try:
         decoder = AttentionDecoder(CaptionerConfig(**checkpoint["config"]))
@@ -111,22 +117,24 @@ def load_captioner(path: str | Path, device: str | torch.device = "cpu") -> tupl
         encoder = EncoderConfig(**checkpoint["encoder"])
     except (KeyError, TypeError, RuntimeError, ValueError) as e:
         raise AttendError(f"{path}: captioner checkpoint does not match this version ({type(e).__name__})") from None
-    return decoder.to(device).eval(), vocab, encoder, checkpoint
+    decoder = quantized_int8(decoder) if int8 else decoder.to(device).eval()
+    return decoder, vocab, encoder, checkpoint
 
 
 def evaluate_captioner(checkpoint: str | Path, data_dir: str | Path, split: str = "test", beam_size: int = 3,
                        length_penalty: float = 0.0, out: str | Path | None = None,
-                       device: str | None = None) -> dict:
+                       device: str | None = None, int8: bool = False) -> dict:
     """Every metric on one split; writes metrics JSON and the captions in the COCO results format."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(device or ("cpu" if int8 or not torch.cuda.is_available() else "cuda"))
     data_dir = Path(data_dir)
-    decoder, vocab, encoder, _ = load_captioner(checkpoint, device)
+    decoder, vocab, encoder, _ = load_captioner(checkpoint, device, int8=int8)
     _, records = split_records(data_dir, CAPTIONS, split)
     cache = _cache(data_dir, encoder)
     started = time.perf_counter()
     metrics, predictions = score_split(decoder, cache, records, vocab, data_dir, split, beam_size,
                                        length_penalty, with_coco=True)
     summary = {"checkpoint": str(checkpoint), "data": str(data_dir), "split": split, "beam_size": beam_size,
+               "weights": "int8" if int8 else "float32",
                "images": len(predictions), "seconds": round(time.perf_counter() - started, 1), **metrics}
     if out:
         out = Path(out)

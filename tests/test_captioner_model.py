@@ -46,6 +46,54 @@ def test_forward_equals_step_loop(cell, attention, query):
         assert alphas is None
 
 
+@pytest.mark.parametrize("query", ["previous", "current"])
+def test_decoding_memory_equals_the_training_memory(query):
+    """Without gradients the position table is added to the grid once; with them it is kept
+    apart and applied by linearity. Both give the same steps."""
+    decoder = tiny(attention_query=query)
+    features, caps = torch.randn(3, 6, 8), captions(batch=3)
+    runs = []
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            memory = decoder.prepare(features)
+            state = decoder.init_state(memory)
+            steps = []
+            for t in range(5):
+                logits, state, alpha = decoder.step(caps[:, t], state, memory)
+                steps.append(torch.cat([logits, alpha], 1).detach())
+            runs.append((sorted(memory), torch.stack(steps, 1)))
+    assert "position" in runs[0][0] and "position" not in runs[1][0]
+    assert torch.allclose(runs[0][1], runs[1][1], atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_int8_decoder_stays_close_to_float32(cell):
+    """The int8 copy quantizes only the per-step layers; its word log-probabilities stay
+    within a small distance of the float32 model's, and beam 1 still equals greedy."""
+    from captioner.model import STEP_LAYERS, quantized_int8
+
+    torch.manual_seed(0)
+    config = CaptionerConfig(vocab_size=300, encoder_dim=64, embed_dim=32, attention_dim=32, hidden_dim=48,
+                             grid=[2, 3], cell=cell, max_len=9)
+    decoder = AttentionDecoder(config).eval()
+    small = quantized_int8(decoder)
+    kinds = {name: type(m).__module__ for name, m in small.named_modules()}
+    assert all(kinds[name].startswith("torch.ao.nn.quantized.dynamic") for name in STEP_LAYERS), kinds
+    assert kinds["attention.encoder_proj"] == "torch.nn.modules.linear"   # once per image: float
+    assert type(decoder.cell).__module__ == "torch.nn.modules.rnn"          # the original is untouched
+    features = torch.randn(4, 6, 64)
+    caps = torch.randint(4, 300, (4, 6))
+    caps[:, 0] = Vocab.start_id
+    with torch.no_grad():
+        exact = torch.log_softmax(decoder(features, caps)[0], -1)
+        close = torch.log_softmax(small(features, caps)[0], -1)
+    error = (close - exact).abs().max().item()
+    spread = (exact.max(-1).values - exact.min(-1).values).min().item()  # about 1 nat at random init
+    assert 0 < error < 0.03 * spread, (error, spread)
+    for g, b in zip(greedy(small, features), beam_search(small, features, beam_size=1)):
+        assert g.ids == b.ids
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("query", ["previous", "current"])
 def test_beam_size_one_equals_greedy(cell, query):
