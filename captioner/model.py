@@ -149,11 +149,10 @@ class AttentionDecoder(nn.Module):
         return self.config.attention and self.config.attention_query == "current"
 
     # ------------------------------------------------------------------ per step
-    def advance(self, tokens: torch.Tensor, state: tuple, memory: dict):
-        """One recurrent step: previous words (B,) -> (h (B, H), gated context (B, D) or None),
-        new state, alpha (B, P) or None."""
+    def advance(self, x: torch.Tensor, state: tuple, memory: dict):
+        """One recurrent step: embedded previous words (B, E) -> (h (B, H), gated context
+        (B, D) or None), new state, alpha (B, P) or None."""
         c = self.config
-        x = self.embedding(tokens)                                     # (B, E)
         if not c.attention:
             h, cell = self._cell(x, state[0], state[1])
             return (h, None), (h, cell), None
@@ -202,7 +201,7 @@ class AttentionDecoder(nn.Module):
 
     def step(self, tokens: torch.Tensor, state: tuple, memory: dict):
         """Previous words (B,) -> logits (B, V), new state, alpha (B, P) (None without attention)."""
-        (h, gated), state, alpha = self.advance(tokens, state, memory)
+        (h, gated), state, alpha = self.advance(self.embedding(tokens), state, memory)
         return self.output(h, gated), state, alpha
 
     # ------------------------------------------------------------------ teacher forcing
@@ -213,9 +212,11 @@ class AttentionDecoder(nn.Module):
         """
         memory = self.prepare(features)
         state = self.init_state(memory)
+        # One embedding lookup for all steps: one sparse-to-dense gradient instead of T.
+        words = self.embedding(captions[:, :-1])                       # (B, T-1, E)
         hs, gateds, alphas = [], [], []
         for t in range(captions.shape[1] - 1):
-            (h, gated), state, alpha = self.advance(captions[:, t], state, memory)
+            (h, gated), state, alpha = self.advance(words[:, t], state, memory)
             hs.append(h)
             if alpha is not None:
                 gateds.append(gated)
