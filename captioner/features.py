@@ -185,12 +185,15 @@ def _write_index(out: Path, config: EncoderConfig, names: list[str], shard_size:
         "shard_size": shard_size, "shards": names, "skipped": skipped})
 
 
+RELEASE_BYTES = 32 * 2**20  # FeatureCache hands its mapped pages back after this much reading
+
+
 class FeatureCache:
     """Memory-mapped read access to a feature cache: ``cache[key] -> (P, D) float16``.
 
-    Each read returns a private copy of the row and then drops the row's pages from this
-    process's mapping (``madvise(MADV_DONTNEED)``; the data stays in the OS page cache), so
-    a process that sweeps a cache of any size keeps a resident set of about one batch.
+    Each read returns a private copy of the row; after every ``RELEASE_BYTES`` read, the
+    mapped pages are dropped from this process (``release``), so a process that sweeps a
+    cache of any size keeps only a few tens of MB of it resident.
     """
 
     def __init__(self, folder: str | Path):
@@ -203,7 +206,8 @@ class FeatureCache:
         self.grid = tuple(index["grid"])
         self.dim = index["dim"]
         self.skipped = dict((k, r) for k, r in index["skipped"])
-        self._shards: dict[int, tuple[mmap.mmap, np.ndarray, int]] = {}
+        self._shards: dict[int, tuple[mmap.mmap, np.ndarray]] = {}
+        self._unreleased = 0  # bytes read since the mapped pages were last handed back
         self._where: dict[str, tuple[int, int]] = {}
         self._names = index["shards"]
         for s, name in enumerate(self._names):
@@ -223,8 +227,8 @@ class FeatureCache:
     def keys(self) -> list[str]:
         return list(self._where)
 
-    def _shard(self, s: int) -> tuple[mmap.mmap, np.ndarray, int]:
-        """Map shard s: (the mmap, the (n, P, D) array over it, the array's byte offset)."""
+    def _shard(self, s: int) -> tuple[mmap.mmap, np.ndarray]:
+        """Map shard s: (the mmap, the (n, P, D) array over it)."""
         if s not in self._shards:
             path = self.folder / f"{self._names[s]}.npy"
             try:
@@ -240,22 +244,29 @@ class FeatureCache:
             if fortran or len(shape) != 3:
                 raise AttendError(f"{path}: not a (n, P, D) feature shard")
             array = np.frombuffer(mapped, dtype=dtype, count=int(np.prod(shape)), offset=offset).reshape(shape)
-            self._shards[s] = (mapped, array, offset)
+            self._shards[s] = (mapped, array)
         return self._shards[s]
 
     def __getitem__(self, key: str) -> np.ndarray:
-        """The (P, D) float16 grid of ``key``: a writable copy; the mapped pages are released."""
+        """The (P, D) float16 grid of ``key``, a private writable copy."""
         try:
             s, row = self._where[key]
         except KeyError:
             reason = self.skipped.get(key)
             raise AttendError(f"{key}: not in the feature cache"
                               + (f" (skipped: {reason})" if reason else "")) from None
-        mapped, array, offset = self._shard(s)
-        grid = array[row].copy()
-        if hasattr(mapped, "madvise"):
-            begin = offset + row * array.strides[0]                   # the row's bytes in the file
-            start = begin - begin % mmap.PAGESIZE                      # madvise wants a page start
-            end = min(len(mapped), begin + array.strides[0])
-            mapped.madvise(mmap.MADV_DONTNEED, start, end - start)     # the kernel rounds the end up
+        grid = self._shard(s)[1][row].copy()
+        self._unreleased += grid.nbytes
+        if self._unreleased >= RELEASE_BYTES:
+            self.release()
         return grid
+
+    def release(self) -> None:
+        """Drop every mapped page from this process (``madvise(MADV_DONTNEED)``; the data stays
+        in the OS page cache, so a later read costs only a minor fault). Whole mappings are
+        released, not single rows: a fault maps the page cache's folio around it, often
+        hundreds of KB of neighbouring rows, which a per-row release would leave behind."""
+        for mapped, _ in self._shards.values():
+            if hasattr(mapped, "madvise"):
+                mapped.madvise(mmap.MADV_DONTNEED)
+        self._unreleased = 0
