@@ -54,6 +54,19 @@ def test_caption_checks_every_image_before_printing_any(tiny_captioner, scenes_d
     assert "notes.jpg" in line   # and _error_line checked that nothing reached stdout
 
 
+def test_int8_on_cuda_is_refused(tiny_captioner, scenes_dir, capsys):
+    good = scenes_dir / "images" / "train" / "000000000000.png"
+    line = _error_line(capsys, ["caption", good, "--checkpoint", tiny_captioner, "--int8", "--device", "cuda"])
+    assert "CPU only" in line
+
+
+def test_int8_caption_runs_and_prints_one_caption_per_image(tiny_captioner, scenes_dir, capsys):
+    images = sorted((scenes_dir / "images" / "train").glob("*.png"))[:2]
+    assert main(["caption", *map(str, images), "--checkpoint", str(tiny_captioner), "--int8", "--beam", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == [str(p) for p in images]
+
+
 # ---------------------------------------------------------------- attend evaluate captioner
 
 
