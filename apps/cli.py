@@ -185,8 +185,8 @@ def cmd_train_captioner(args) -> None:
         overrides["attention"] = False
     result = train_captioner(args.data, args.out, overrides, _train_config(args), encoder=_encoder_config(args),
                              val_limit=args.val_limit, select=args.select, device=args.device,
-                             log=lambda m: print(m, file=sys.stderr))
-    _print_json({"best": result["best"], "checkpoint": result["checkpoint"]})
+                             export=args.export, log=lambda m: print(m, file=sys.stderr))
+    _print_json({k: result[k] for k in ("best", "checkpoint", "exported") if k in result})
 
 
 def cmd_evaluate_captioner(args) -> None:
@@ -312,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-attention", action="store_true", help="the CNN+RNN baseline")
     p.add_argument("--val-limit", type=_int_at_least(1), default=500, help="validation images scored per epoch")
     p.add_argument("--select", default="bleu4", help="validation metric that picks best.pt")
+    p.add_argument("--export", type=Path, help="also write best.pt as a float16 shippable checkpoint here")
     p.set_defaults(func=cmd_train_captioner)
 
     p = sub.add_parser("caption", help="caption images (default model: the shipped scenes captioner)")

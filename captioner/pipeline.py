@@ -16,7 +16,7 @@ from .errors import AttendError
 from .model import AttentionDecoder, CaptionerConfig, caption_loss, quantized_int8
 from .prepared import CAPTIONS, atomic_write_json, split_records
 from .scenes_metrics import score_scenes
-from .training import TrainConfig, fit, load_checkpoint
+from .training import TrainConfig, export_checkpoint, fit, load_checkpoint
 from .vocab import Vocab
 
 KIND = "captioner"
@@ -67,8 +67,12 @@ def score_split(decoder: AttentionDecoder, cache: FeatureCache, records: list[di
 
 def train_captioner(data_dir: str | Path, out_dir: str | Path, model_overrides: dict, train: TrainConfig,
                     encoder: EncoderConfig | None = None, val_split: str = "val", val_limit: int = 500,
-                    select: str = "bleu4", device: str | None = None, log=print) -> dict:
-    """Teacher-forced training on cached features; selection on validation ``select``."""
+                    select: str = "bleu4", device: str | None = None, export: str | Path | None = None,
+                    log=print) -> dict:
+    """Teacher-forced training on cached features; selection on validation ``select``.
+
+    ``export``: also write best.pt as a float16 shippable checkpoint there.
+    """
     data_dir = Path(data_dir)
     encoder = encoder or EncoderConfig()
     prepared, train_records = split_records(data_dir, CAPTIONS, "train")
@@ -96,6 +100,8 @@ def train_captioner(data_dir: str | Path, out_dir: str | Path, model_overrides: 
         extra = {"kind": KIND, "config": asdict(config), "vocab": vocab.to_dict(),
                  "encoder": asdict(encoder), "data": {"source": prepared.get("source", "")}}
         result = fit(model, train_set, collate_pairs, _loss, evaluate, select, train, ctx, extra, log=log)
+        if export and ctx.is_main:
+            result["exported"] = export_checkpoint(result["checkpoint"], export, KIND)
     finally:
         distributed.shutdown()
     return result

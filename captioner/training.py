@@ -74,6 +74,16 @@ def half_state_dict(state_dict: dict) -> dict:
     return {k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}
 
 
+def export_checkpoint(checkpoint: str | Path, out: str | Path, kind: str) -> dict:
+    """A float16 copy of a trained checkpoint without the optimizer state: what ships in
+    captioner/weights/ and vqa/weights/."""
+    state = load_checkpoint(checkpoint, kind)
+    shipped = {k: v for k, v in state.items() if k != "train"}
+    shipped["model"] = half_state_dict(state["model"])
+    save_checkpoint(out, shipped)
+    return {"path": str(out), "megabytes": round(Path(out).stat().st_size / 1e6, 2)}
+
+
 # ---------------------------------------------------------------- the loop
 
 def _schedule(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:

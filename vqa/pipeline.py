@@ -19,7 +19,7 @@ from captioner.encoder import EncoderConfig
 from captioner.errors import AttendError
 from captioner.features import FeatureCache, cache_dir
 from captioner.prepared import VQA, atomic_write_json, split_records
-from captioner.training import TrainConfig, fit, half_state_dict, load_checkpoint, save_checkpoint
+from captioner.training import TrainConfig, export_checkpoint, fit, load_checkpoint
 from captioner.vocab import Vocab
 
 from .data import Collate, VQAExamples
@@ -158,11 +158,7 @@ def train_vqa(data_dir: str | Path, out_dir: str | Path, model_overrides: dict, 
 
 def export_vqa(checkpoint: str | Path, out: str | Path) -> dict:
     """A float16 copy of a trained checkpoint without the optimizer state: what ships in vqa/weights/."""
-    state = load_checkpoint(checkpoint, KIND)
-    shipped = {k: v for k, v in state.items() if k != "train"}
-    shipped["model"] = half_state_dict(state["model"])
-    save_checkpoint(out, shipped)
-    return {"path": str(out), "megabytes": round(Path(out).stat().st_size / 1e6, 2)}
+    return export_checkpoint(checkpoint, out, KIND)
 
 
 # ---------------------------------------------------------------- loading, evaluation
