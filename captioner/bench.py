@@ -144,8 +144,8 @@ def bench_train(shape: dict, batch: int = 32, caption_len: int = 16, steps: int 
     """Training captions per second from cached features (forward, loss, backward, Adam).
 
     With ``cache_images`` > 0 a float16 feature cache of that many random grids is written
-    to ``folder`` (reused if it is already there; a temporary folder is removed after) and read through ``FeatureCache``, as
-    `attend train` reads it; after the timed steps one more pass reads every grid of the
+    to ``folder`` (reused if one of that size and shape is there; a temporary folder is
+    removed after) and read through ``FeatureCache``, as `attend train` reads it; after the timed steps one more pass reads every grid of the
     cache, as an epoch does, so the peak memory shows whether it grows with the data set.
     """
     import shutil
@@ -171,7 +171,7 @@ def bench_train(shape: dict, batch: int = 32, caption_len: int = 16, steps: int 
             cache = FeatureCache(folder)
         except AttendError:
             cache = None
-        if cache is None or len(cache) != cache_images or cache.dim != config.encoder_dim:
+        if cache is None or (len(cache), cache.dim, cache.grid) != (cache_images, config.encoder_dim, tuple(config.grid)):
             cache = FeatureCache(write_random_cache(folder, cache_images, config.grid, config.encoder_dim))
         keys = cache.keys()
 

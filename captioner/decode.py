@@ -90,7 +90,7 @@ def beam_search(decoder: AttentionDecoder, features: torch.Tensor, beam_size: in
     b, k = features.shape[0], beam_size
     device = features.device
     memory = decoder.prepare(features)                                               # per image, shared by its beams
-    state = decoder.init_state(memory, k)                                            # (N, ...)
+    state = _select(decoder.init_state(memory), torch.arange(b, device=device).repeat_interleave(k))  # (N, ...)
     tokens = torch.full((b * k,), Vocab.start_id, dtype=torch.long, device=device)   # (N,)
     # Only the first beam of each image is live at the start: the others are copies.
     scores = torch.full((b, k), float("-inf"), device=device)

@@ -133,16 +133,13 @@ class AttentionDecoder(nn.Module):
             memory["projected"] = projected
         return memory
 
-    def init_state(self, memory: dict, k: int = 1) -> tuple:
-        """(h, c) or, with attention_query "current", (h, c, previous gated context); with
-        k > 1, k copies of each image's state, image-major (B*k rows: the beams)."""
-        mean = memory["mean"]
-        h = torch.tanh(self.init_h(mean))                              # (B, H)
-        c = torch.tanh(self.init_c(mean)) if self.config.cell == "lstm" else None
-        state = (h, c, torch.zeros_like(mean)) if self._query_current else (h, c)  # last: (B, D)
-        if k > 1:
-            state = tuple(None if s is None else s.repeat_interleave(k, dim=0) for s in state)
-        return state
+    def init_state(self, memory: dict) -> tuple:
+        """(h, c) or, with attention_query "current", (h, c, previous gated context)."""
+        h = torch.tanh(self.init_h(memory["mean"]))                    # (B, H)
+        c = torch.tanh(self.init_c(memory["mean"])) if self.config.cell == "lstm" else None
+        if self._query_current:
+            return (h, c, torch.zeros_like(memory["mean"]))            # (B, D)
+        return (h, c)
 
     @property
     def _query_current(self) -> bool:

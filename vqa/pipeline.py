@@ -152,13 +152,8 @@ def train_vqa(data_dir: str | Path, out_dir: str | Path, model_overrides: dict, 
     finally:
         distributed.shutdown()
     if export and ctx.is_main:
-        result["exported"] = export_vqa(result["checkpoint"], export)
+        result["exported"] = export_checkpoint(result["checkpoint"], export, KIND)
     return result
-
-
-def export_vqa(checkpoint: str | Path, out: str | Path) -> dict:
-    """A float16 copy of a trained checkpoint without the optimizer state: what ships in vqa/weights/."""
-    return export_checkpoint(checkpoint, out, KIND)
 
 
 # ---------------------------------------------------------------- loading, evaluation
