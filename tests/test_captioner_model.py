@@ -91,18 +91,25 @@ def test_deferred_weight_gradients_equal_autograd(cell, query):
     assert ref_once["cell.weight_ih"].abs().sum() > 0
 
 
-def test_attention_scores_are_the_tanh_form():
-    """e_ti = v . tanh(W_a a_i + W_h h) + b, computed by hand, equals the sigmoid form used."""
+@pytest.mark.parametrize("grad", [True, False])
+@pytest.mark.parametrize("chunk", [None, 2 * 3 * 6 * 5])   # default, or slices of 2 of the 5 images
+def test_attention_scores_are_the_tanh_form(grad, chunk, monkeypatch):
+    """e_ti = v . tanh(W_a a_i + W_h h) + b, computed by hand, equals the sigmoid form used,
+    with gradients and without (scores in cache-sized slices of images, the last one short)."""
     from captioner.model import SoftAttention
 
+    if chunk:
+        monkeypatch.setattr(SoftAttention, "CHUNK", chunk)
     torch.manual_seed(1)
     att = SoftAttention(encoder_dim=8, hidden_dim=7, attention_dim=5)
-    features, h = torch.randn(2, 6, 8), torch.randn(2 * 3, 7)      # 3 query rows per image
-    context, alpha = att(features, att.project(features), att.hidden_proj(h))
-    u = att.encoder_proj(features).repeat_interleave(3, 0) + att.hidden_proj(h).unsqueeze(1)  # (6, P, A)
-    e = torch.tanh(u) @ att.score.weight[0] + att.score.bias                                 # (6, P)
+    features, h = torch.randn(5, 6, 8), torch.randn(5 * 3, 7)      # 3 query rows per image
+    with torch.set_grad_enabled(grad):
+        context, alpha = att(features, att.project(features), att.hidden_proj(h))
+    with torch.no_grad():
+        u = att.encoder_proj(features).repeat_interleave(3, 0) + att.hidden_proj(h).unsqueeze(1)  # (15, P, A)
+        e = torch.tanh(u) @ att.score.weight[0] + att.score.bias                                 # (15, P)
+        expected = torch.einsum("np,npd->nd", torch.softmax(e, -1), features.repeat_interleave(3, 0))
     assert torch.allclose(alpha, torch.softmax(e, -1), atol=1e-6)
-    expected = torch.einsum("np,npd->nd", torch.softmax(e, -1), features.repeat_interleave(3, 0))
     assert torch.allclose(context, expected, atol=1e-6)
 
 
