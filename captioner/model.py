@@ -94,7 +94,6 @@ class SoftAttention(nn.Module):
             context = context + alpha @ position                       # (B*K, D)
         return context, alpha
 
-
     CHUNK = 1 << 20  # values per slice of the (B, K, P, A) scores: 4 MB, stays in the cache
 
     @classmethod
