@@ -223,11 +223,13 @@ class AttentionDecoder(nn.Module):
         lead = h.shape[:-1]
         if gated is not None and self.config.deep_output:
             z = gated.reshape(-1, gated.shape[-1])
-            z = self._fused("context_out", z, {}) if self._fusable("context_out", z, {}) else self.context_out(z)
-            h = h + z.reshape(*lead, -1)
+            h = h + self._output_layer("context_out", z).reshape(*lead, -1)
         out = self.dropout(h).reshape(-1, h.shape[-1])
-        logits = self._fused("fc", out, {}) if self._fusable("fc", out, {}) else self.fc(out)
-        return logits.reshape(*lead, -1)                               # (..., V)
+        return self._output_layer("fc", out).reshape(*lead, -1)        # (..., V)
+
+    def _output_layer(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """"context_out" or "fc" on (N, in) rows: the fused form when decoding on the CPU."""
+        return self._fused(name, x, {}) if self._fusable(name, x, {}) else getattr(self, name)(x)
 
     # ------------------------------------------------------------------ fused per-step products
     # A step's linear layers are few-row products (one image's beams, or a batch) whose cost
@@ -244,11 +246,14 @@ class AttentionDecoder(nn.Module):
     def _group_layers(self, name: str) -> tuple:
         return (self.attention.hidden_proj, self.gate) if name == "look" else (getattr(self, name),)
 
+    def _plain(self, name: str) -> bool:
+        """The group's layers are the float modules (not the int8 copy's quantized ones)."""
+        return all(type(m) in (nn.Linear, nn.LSTMCell) for m in self._group_layers(name))
+
     def _fusable(self, name: str, x: torch.Tensor, memory: dict) -> bool:
         if name in memory.get("deferred", {}):
             return True
-        return (not torch.is_grad_enabled() and x.device.type == "cpu"
-                and all(type(m) in (nn.Linear, nn.LSTMCell) for m in self._group_layers(name)))
+        return not torch.is_grad_enabled() and x.device.type == "cpu" and self._plain(name)
 
     def _group(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The group's (out, in) weight and (out,) bias, built from the parameters by autograd ops."""
@@ -289,8 +294,8 @@ class AttentionDecoder(nn.Module):
         """
         memory = self.prepare(features)
         if torch.is_grad_enabled() and features.device.type == "cpu" and self.defer_weight_grads:
-            memory["deferred"] = {name: DeferredLinear(*self._group(name)) for name in self._step_groups()
-                                  if all(type(m) in (nn.Linear, nn.LSTMCell) for m in self._group_layers(name))}
+            memory["deferred"] = {name: DeferredLinear(*self._group(name))
+                                  for name in self._step_groups() if self._plain(name)}
         state = self.init_state(memory)
         # One embedding lookup for all steps: one sparse-to-dense gradient instead of T.
         words = self.embedding(captions[:, :-1])                       # (B, T-1, E)
