@@ -89,7 +89,8 @@ def cmd_prepare_easy_vqa(args) -> None:
 def _encoder_config(args):
     from captioner.encoder import EncoderConfig
 
-    return EncoderConfig(backbone=args.encoder, image_size=args.image_size, weights=args.encoder_weights)
+    return EncoderConfig(backbone=args.encoder, image_size=args.image_size, weights=args.encoder_weights,
+                         mid_level=args.mid_level)
 
 
 def cmd_features(args) -> None:
@@ -255,6 +256,8 @@ def _add_encoder_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoder", default="efficientnet-lite0", choices=["efficientnet-lite0", "resnet50", "resnet101"])
     p.add_argument("--image-size", type=_int_at_least(32), default=224, help="input side in pixels (224 -> 7x7 grid)")
     p.add_argument("--encoder-weights", help="a local state_dict file (needed for ResNets)")
+    p.add_argument("--mid-level", action="store_true",
+                   help="append a middle stage's pooled features to each cell (keeps colour; README)")
 
 
 def build_parser() -> argparse.ArgumentParser:

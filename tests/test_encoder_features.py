@@ -94,6 +94,33 @@ def test_trainable_blocks_are_exactly_the_last_n_and_switch_to_train_mode():
     assert all(p.grad is None for b in blocks[:-2] for p in b.parameters())
 
 
+def _pool(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, h * w, C): the mean of each factor x factor tile, rows first."""
+    b, c, height, width = x.shape
+    tiles = x.reshape(b, c, height // factor, factor, width // factor, factor).mean((3, 5))
+    return tiles.flatten(2).transpose(1, 2)
+
+
+def test_mid_level_appends_the_stride_16_stage_pooled_to_the_grid(encoder, scenes_prepared):
+    keys = ["train/000000000000.png", "val/000000000006.png"]
+    x = _images(scenes_prepared, keys)                                      # (2, 3, 224, 224)
+    mid = ImageEncoder(EncoderConfig(mid_level=True))
+    assert mid.dim == 1280 + 80 and mid.config.tag == "efficientnet-lite0-224-mid"
+    net = _package_efficientnet()
+    with torch.no_grad():
+        ours, grid = mid(x)
+        plain, _ = encoder(x)
+        # Independent reference: the package's stem and its first 8 blocks (through the
+        # last block of the 80-channel stage), then 2x2 tiles averaged by hand.
+        stage = net._swish(net._bn0(net._conv_stem(x)))
+        for block in net._blocks[:8]:
+            stage = block(stage)                                           # (2, 80, 14, 14)
+    assert stage.shape == (2, 80, 14, 14)
+    assert ours.shape == (2, 49, 1360) and grid == (7, 7)
+    torch.testing.assert_close(ours[..., :1280], plain, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours[..., 1280:], _pool(stage, 2), rtol=1e-4, atol=1e-4)
+
+
 def test_resnet_without_weights_is_a_one_line_error():
     with pytest.raises(AttendError) as info:
         ImageEncoder(EncoderConfig(backbone="resnet50"))
@@ -127,6 +154,13 @@ def test_resnet50_from_a_local_state_dict(tmp_path):
         reference = torch.nn.Sequential(*list(net.children())[:-2])(x)     # (2, 2048, 7, 7)
     assert features.shape == (2, 49, 2048) and grid == (7, 7) and enc.dim == 2048
     torch.testing.assert_close(features, reference.flatten(2).transpose(1, 2), rtol=1e-3, atol=1e-3)
+    # With the middle level: layer2's output (stride 8, 512 channels), 4x4 tiles averaged.
+    mid = ImageEncoder(EncoderConfig(backbone="resnet50", weights=str(weights), mid_level=True))
+    with torch.no_grad():
+        features, _ = mid(x)
+        layer2 = torch.nn.Sequential(*list(net.children())[:6])(x)         # (2, 512, 28, 28)
+    assert features.shape == (2, 49, 2048 + 512) and mid.dim == 2560
+    torch.testing.assert_close(features[..., 2048:], _pool(layer2, 4), rtol=1e-3, atol=1e-3)
 
 
 # Measured here: 12-25 s with inductor's on-disk cache warm, 125 s with a cold cache on the
