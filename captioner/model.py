@@ -34,6 +34,8 @@ class CaptionerConfig:
     attention_query: str = "previous"  # "previous": alpha_t from h_{t-1} (Xu et al.); "current": from
                                        # h_t after the cell update, the LSTM reading the previous
                                        # context (Lu et al. 2017), so each word reads a fresh look
+    gate: str = "scalar"             # beta = sigmoid(f_beta(h)): one scalar per step (Xu et al.
+                                     # 4.2.1), or "vector": one per channel (a common variant)
     dropout: float = 0.3
     alpha_c: float = 1.0             # weight of the doubly stochastic regularisation
     max_len: int = 30                # decoding limit, in tokens (<end> included)
@@ -77,7 +79,16 @@ class SoftAttention(nn.Module):
     def forward(self, features, projected, query, position=None):
         """features (B, P, D), projected (B, P, A) from ``project``, query = hidden_proj(h)
         (B*K, A): K query rows per image (beams), image-major, read the image's memory
-        without copying it K times."""
+        without copying it K times. Returns the context (B*K, D) and alpha (B*K, P)."""
+        b, p, _ = projected.shape
+        alpha = self.weights(projected, query)                         # (B*K, P)
+        context = torch.bmm(alpha.view(b, -1, p), features).view(alpha.shape[0], -1)  # (B*K, D)
+        if position is not None:
+            context = context + alpha @ position                       # (B*K, D)
+        return context, alpha
+
+    def weights(self, projected: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """alpha (B*K, P): the softmax of the scores of every cell, for each query row."""
         b, p, a = projected.shape
         k = query.shape[0] // b
         query = 2 * query.view(b, k, 1, a)                             # (B, K, 1, A)
@@ -88,11 +99,7 @@ class SoftAttention(nn.Module):
             e = (s @ weight + bias).view(b * k, p)                     # (B*K, P)
         else:
             e = self._scores_in_chunks(projected, query, weight, bias).view(b * k, p)
-        alpha = torch.softmax(e, dim=-1)                               # (B*K, P)
-        context = torch.bmm(alpha.view(b, k, p), features).view(b * k, -1)  # (B*K, D)
-        if position is not None:
-            context = context + alpha @ position                       # (B*K, D)
-        return context, alpha
+        return torch.softmax(e, dim=-1)                                # (B*K, P)
 
     CHUNK = 1 << 20  # values per slice of the (B, K, P, A) scores: 4 MB, stays in the cache
 
@@ -122,12 +129,14 @@ class AttentionDecoder(nn.Module):
             raise ValueError(f"cell must be one of {CELLS}, got {c.cell!r}")
         if c.attention_query not in ("previous", "current"):
             raise ValueError(f"attention_query must be 'previous' or 'current', got {c.attention_query!r}")
+        if c.gate not in ("scalar", "vector"):
+            raise ValueError(f"gate must be 'scalar' or 'vector', got {c.gate!r}")
         self.embedding = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=0)
         if c.position_encoding:
             self.position = nn.Linear(16, c.encoder_dim)
         if c.attention:
             self.attention = SoftAttention(c.encoder_dim, c.hidden_dim, c.attention_dim)
-            self.gate = nn.Linear(c.hidden_dim, c.encoder_dim)        # beta = sigmoid(f_beta(h))
+            self.gate = nn.Linear(c.hidden_dim, 1 if c.gate == "scalar" else c.encoder_dim)  # f_beta
             if c.deep_output:
                 self.context_out = nn.Linear(c.encoder_dim, c.hidden_dim)
         input_dim = c.embed_dim + (c.encoder_dim if c.attention else 0)
@@ -163,14 +172,39 @@ class AttentionDecoder(nn.Module):
             memory["mean"] = memory["mean"] + position.mean(0)         # (B, D)
         if self.config.attention:
             memory["projected"] = self.attention.project(features, position)  # (B, P, A)
+            if self._tables_pay(features):
+                memory["tables"] = self._context_tables(features)
         return memory
+
+    # With a scalar gate the gated context z = beta sum_i alpha_i a_i is a weighted sum of the
+    # cells, w = beta alpha, and so is every linear map of it: W z = w (A W^T). Decoding one
+    # image on the CPU, a step's cost is reading weights, and the context's maps are the
+    # largest of them (the LSTM's W_ih context columns and context_out: 4H x D + H x D, 20 MB
+    # at the COCO size). Their products with the grid, "context tables" (P x 4H and P x H per
+    # image), are made once per image, and each step reads those instead: 2 MB, not 20.
+    # It pays while the images' cells are fewer than the channels (B P <= D): beyond that the
+    # tables cost more to make and to read than the weights they replace.
+    def _tables_pay(self, features: torch.Tensor) -> bool:
+        c = self.config
+        b, p, d = features.shape
+        return (not torch.is_grad_enabled() and features.device.type == "cpu" and b * p <= d
+                and c.gate == "scalar" and c.cell == "lstm" and self._plain("cell")
+                and (not c.deep_output or self._plain("context_out")))
+
+    def _context_tables(self, features: torch.Tensor) -> dict:
+        """features (B, P, D) -> {"cell": (B, P, 4H) = A W_ih[:, E:]^T, "out": (B, P, H) = A W_co^T}."""
+        tables = {"cell": features @ self.cell.weight_ih[:, self.config.embed_dim:].t()}
+        if self.config.deep_output:
+            tables["out"] = features @ self.context_out.weight.t()
+        return tables
 
     def init_state(self, memory: dict) -> tuple:
         """(h, c) or, with attention_query "current", (h, c, previous gated context)."""
         h = torch.tanh(self.init_h(memory["mean"]))                    # (B, H)
         c = torch.tanh(self.init_c(memory["mean"])) if self.config.cell == "lstm" else None
-        if self._query_current:
-            return (h, c, torch.zeros_like(memory["mean"]))            # (B, D)
+        if self._query_current:                                        # no context yet
+            z = memory["projected"][..., 0] if "tables" in memory else memory["mean"]  # (B, P) or (B, D)
+            return (h, c, torch.zeros_like(z))
         return (h, c)
 
     @property
@@ -180,50 +214,66 @@ class AttentionDecoder(nn.Module):
     # ------------------------------------------------------------------ per step
     def advance(self, x: torch.Tensor, state: tuple, memory: dict):
         """One recurrent step: embedded previous words (B, E) -> (h (B, H), gated context
-        (B, D) or None), new state, alpha (B, P) or None."""
+        or None), new state, alpha (B, P) or None. The gated context is (B, D), or with
+        context tables its weights over the cells (B, P)."""
         c = self.config
         if not c.attention:
-            h, cell = self._cell(x, state[0], state[1], memory)
+            h, cell = self._cell(x, None, state[0], state[1], memory)
             return (h, None), (h, cell), None
         if self._query_current:
-            h, cell = self._cell(torch.cat([x, state[2]], 1), state[0], state[1], memory)  # (B, H)
-            gated, alpha = self._look(h, memory)                       # (B, D), (B, P)
+            h, cell = self._cell(x, state[2], state[0], state[1], memory)  # (B, H)
+            gated, alpha = self._look(h, memory)                       # (B, D) or (B, P), (B, P)
             new_state = (h, cell, gated)
         else:
             gated, alpha = self._look(state[0], memory)
-            h, cell = self._cell(torch.cat([x, gated], 1), state[0], state[1], memory)
+            h, cell = self._cell(x, gated, state[0], state[1], memory)
             new_state = (h, cell)
         return (h, gated), new_state, alpha
 
     def _look(self, h: torch.Tensor, memory: dict):
-        """Soft attention queried by h, gated by beta = sigmoid(f_beta(h))."""
+        """Soft attention queried by h, gated by beta = sigmoid(f_beta(h)): the gated context
+        (B, D), or with context tables its weights beta * alpha (B, P)."""
         if self._fusable("look", h, memory):  # W_h h and f_beta(h) as one product
             query, gate = self._fused("look", h, memory).split(
-                [self.config.attention_dim, self.config.encoder_dim], 1)  # (B, A), (B, D)
+                [self.config.attention_dim, self.gate.out_features], 1)  # (B, A), (B, 1 or D)
         else:
             query, gate = self.attention.hidden_proj(h), self.gate(h)
+        if "tables" in memory:
+            alpha = self.attention.weights(memory["projected"], query)  # (B, P)
+            return torch.sigmoid(gate) * alpha, alpha
         context, alpha = self.attention(memory["features"], memory["projected"], query,
                                         memory.get("position"))        # (B, D), (B, P)
         return torch.sigmoid(gate) * context, alpha
 
-    def _cell(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None, memory: dict):
-        if self.config.cell != "lstm":
-            return self.cell(x, h), None                               # (B, H)
-        if not self._fusable("cell", x, memory):
-            return self.cell(x, (h, c))                                # (B, H) each
-        # nn.LSTMCell's equations, gates in its order (i, f, g, o), on W [x; h] + b as one product.
-        i, f, g, o = self._fused("cell", torch.cat([x, h], 1), memory).chunk(4, 1)  # (B, H) each
+    def _cell(self, x: torch.Tensor, z: torch.Tensor | None, h: torch.Tensor, c: torch.Tensor | None,
+              memory: dict):
+        """x (B, E), the gated context z (see ``advance``) or None, the state h and c."""
+        if "tables" in memory:  # W_ih [x; z] = W_ih[:, :E] x + w (A W_ih[:, E:]^T)
+            gates = self._fused("cell_xh", torch.cat([x, h], 1), memory) + _weighted(z, memory["tables"]["cell"])
+        else:
+            x = x if z is None else torch.cat([x, z], 1)
+            if self.config.cell != "lstm":
+                return self.cell(x, h), None                           # (B, H)
+            if not self._fusable("cell", x, memory):
+                return self.cell(x, (h, c))                            # (B, H) each
+            gates = self._fused("cell", torch.cat([x, h], 1), memory)  # W [x; h] + b as one product
+        # nn.LSTMCell's equations, gates in its order (i, f, g, o).
+        i, f, g, o = gates.chunk(4, 1)                                 # (B, H) each
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         return torch.sigmoid(o) * torch.tanh(c), c
 
-    def output(self, h: torch.Tensor, gated: torch.Tensor | None) -> torch.Tensor:
+    def output(self, h: torch.Tensor, gated: torch.Tensor | None, memory: dict | None = None) -> torch.Tensor:
         """Word logits (..., V) from the hidden state (..., H) and, with deep output, the gated
         context (..., D) (Xu eq. 7: L_o(h + L_z z)); any leading shape, so teacher forcing
-        applies it once to every step."""
+        applies it once to every step. With context tables ``gated`` holds weights (..., P)."""
         lead = h.shape[:-1]
         if gated is not None and self.config.deep_output:
             z = gated.reshape(-1, gated.shape[-1])
-            h = h + self._output_layer("context_out", z).reshape(*lead, -1)
+            if memory is not None and "tables" in memory:
+                out = _weighted(z, memory["tables"]["out"]) + self.context_out.bias
+            else:
+                out = self._output_layer("context_out", z)
+            h = h + out.reshape(*lead, -1)
         out = self.dropout(h).reshape(-1, h.shape[-1])
         return self._output_layer("fc", out).reshape(*lead, -1)        # (..., V)
 
@@ -244,7 +294,9 @@ class AttentionDecoder(nn.Module):
     defer_weight_grads = True
 
     def _group_layers(self, name: str) -> tuple:
-        return (self.attention.hidden_proj, self.gate) if name == "look" else (getattr(self, name),)
+        if name == "look":
+            return (self.attention.hidden_proj, self.gate)
+        return (self.cell,) if name == "cell_xh" else (getattr(self, name),)
 
     def _plain(self, name: str) -> bool:
         """The group's layers are the float modules (not the int8 copy's quantized ones)."""
@@ -259,6 +311,9 @@ class AttentionDecoder(nn.Module):
         """The group's (out, in) weight and (out,) bias, built from the parameters by autograd ops."""
         if name == "cell":
             return torch.cat([self.cell.weight_ih, self.cell.weight_hh], 1), self.cell.bias_ih + self.cell.bias_hh
+        if name == "cell_xh":  # without the context's columns (context tables)
+            w_x = self.cell.weight_ih[:, : self.config.embed_dim]
+            return torch.cat([w_x, self.cell.weight_hh], 1), self.cell.bias_ih + self.cell.bias_hh
         layers = self._group_layers(name)
         return torch.cat([m.weight for m in layers]), torch.cat([m.bias for m in layers])
 
@@ -281,7 +336,7 @@ class AttentionDecoder(nn.Module):
     def step(self, tokens: torch.Tensor, state: tuple, memory: dict):
         """Previous words (B,) -> logits (B, V), new state, alpha (B, P) (None without attention)."""
         (h, gated), state, alpha = self.advance(self.embedding(tokens), state, memory)
-        return self.output(h, gated), state, alpha
+        return self.output(h, gated, memory), state, alpha
 
     def _step_groups(self) -> list[str]:
         return (["look"] if self.config.attention else []) + (["cell"] if self.config.cell == "lstm" else [])
@@ -306,9 +361,16 @@ class AttentionDecoder(nn.Module):
             if alpha is not None:
                 gateds.append(gated)
                 alphas.append(alpha)
-        logits = self.output(torch.stack(hs, 1), torch.stack(gateds, 1) if gateds else None)  # (B, T-1, V)
+        logits = self.output(torch.stack(hs, 1), torch.stack(gateds, 1) if gateds else None, memory)  # (B, T-1, V)
         alphas = torch.stack(alphas, 1) if alphas else None            # (B, T-1, P)
         return logits, alphas
+
+
+def _weighted(w: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Weights over the cells (B*K, P), K rows per image, image-major, times a context table
+    (B, P, G) -> (B*K, G)."""
+    b, p, g = table.shape
+    return torch.bmm(w.view(b, -1, p), table).view(-1, g)
 
 
 def _linear_t(x: torch.Tensor, weight: torch.Tensor, bias_column: torch.Tensor) -> torch.Tensor:

@@ -117,7 +117,8 @@ def load_captioner(path: str | Path, device: str | torch.device = "cpu",
         raise AttendError("int8 decoding runs on the CPU only (drop --int8 or use --device cpu)")
     checkpoint = load_checkpoint(path, KIND)
     try:
-        decoder = AttentionDecoder(CaptionerConfig(**checkpoint["config"]))
+        # Checkpoints from before the gate option had a per-channel gate.
+        decoder = AttentionDecoder(CaptionerConfig(**{"gate": "vector", **checkpoint["config"]}))
         decoder.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in checkpoint["model"].items()})
         vocab = Vocab.from_dict(checkpoint["vocab"])
         encoder = EncoderConfig(**checkpoint["encoder"])

@@ -6,7 +6,7 @@ import torch
 
 from captioner.decode import beam_search, greedy, length_normalizer, sample
 from captioner.model import AttentionDecoder, CaptionerConfig, caption_loss, coordinate_features
-from captioner.vocab import Vocab
+from captioner.vocab import SPECIALS, Vocab
 
 
 def tiny(cell="lstm", attention=True, **kw):
@@ -111,6 +111,86 @@ def test_attention_scores_are_the_tanh_form(grad, chunk, monkeypatch):
         expected = torch.einsum("np,npd->nd", torch.softmax(e, -1), features.repeat_interleave(3, 0))
     assert torch.allclose(alpha, torch.softmax(e, -1), atol=1e-6)
     assert torch.allclose(context, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("gate", ["scalar", "vector"])
+@pytest.mark.parametrize("grad", [True, False])
+def test_gate_scales_the_context_by_sigmoid_f_beta(gate, grad):
+    """z_t = beta_t * sum_i alpha_ti a_i with beta_t = sigmoid(f_beta(h)): one number per
+    step (Xu et al. 4.2.1, the default) or one per channel ("vector")."""
+    decoder = tiny(gate=gate)
+    assert decoder.gate.out_features == (1 if gate == "scalar" else 8)
+    features, h = torch.randn(3, 6, 8), torch.randn(3, 7)
+    with torch.set_grad_enabled(grad):
+        memory = decoder.prepare(features)
+        gated, alpha = decoder._look(h, memory)
+    with torch.no_grad():
+        grid = features + decoder.position(coordinate_features(2, 3))                  # (3, P, D)
+        beta = torch.sigmoid(h @ decoder.gate.weight.t() + decoder.gate.bias)          # (3, 1 or D)
+        expected = beta * torch.einsum("bp,bpd->bd", alpha, grid)
+    assert gated.shape == (3, 8)
+    assert torch.allclose(gated, expected, atol=1e-6)
+
+
+def test_checkpoints_without_the_gate_option_load_with_the_channel_gate(tmp_path):
+    """Checkpoints written before the ``gate`` option had a per-channel gate: they still load."""
+    from captioner.pipeline import KIND, load_captioner
+    from captioner.training import save_checkpoint
+
+    decoder = tiny(gate="vector")
+    config = {k: v for k, v in vars(decoder.config).items() if k != "gate"}
+    path = tmp_path / "old.pt"
+    save_checkpoint(path, {"kind": KIND, "model": decoder.state_dict(), "config": config,
+                           "vocab": Vocab([*SPECIALS, *"abcdefgh"]).to_dict(), "encoder": {}})
+    loaded, _, _, _ = load_captioner(path)
+    assert loaded.config.gate == "vector"
+    assert torch.equal(loaded.gate.weight, decoder.gate.weight)
+
+
+@pytest.mark.parametrize("query", ["previous", "current"])
+@pytest.mark.parametrize("deep_output", [True, False])
+def test_context_tables_give_the_steps_and_beams_of_the_plain_path(query, deep_output, monkeypatch):
+    """Decoding a few images with a scalar gate reads the context's linear maps from per-image
+    tables (w (A W^T) for W z); the steps, alphas and beams equal the plain path's."""
+    torch.manual_seed(0)
+    config = CaptionerConfig(vocab_size=12, encoder_dim=16, embed_dim=6, attention_dim=5, hidden_dim=7,
+                             grid=[2, 3], attention_query=query, deep_output=deep_output, max_len=9)
+    decoder = AttentionDecoder(config).eval()
+    features, caps = torch.randn(2, 6, 16), captions(batch=2)   # 2 images x 6 cells <= 16 channels
+    runs = []
+    for tables in (True, False):
+        if not tables:
+            monkeypatch.setattr(AttentionDecoder, "_tables_pay", lambda self, features: False)
+        with torch.no_grad():
+            memory = decoder.prepare(features)
+            assert ("tables" in memory) == tables
+            state, steps = decoder.init_state(memory), []
+            for t in range(5):
+                logits, state, alpha = decoder.step(caps[:, t], state, memory)
+                steps.append(torch.cat([logits, alpha], 1))
+            beams = beam_search(decoder, features, beam_size=3)
+        runs.append((torch.stack(steps, 1), [(d.ids, d.alphas) for d in beams]))
+    (steps, beams), (plain_steps, plain_beams) = runs
+    assert torch.allclose(steps, plain_steps, atol=1e-5)
+    for (ids, alphas), (plain_ids, plain_alphas) in zip(beams, plain_beams):
+        assert ids == plain_ids
+        assert torch.allclose(alphas, plain_alphas, atol=1e-5)
+
+
+def test_context_tables_only_where_they_pay():
+    """Tables for B x P <= D and a scalar gate, without gradients; never for a batch beyond
+    that, a channel gate, or a step taken with gradients."""
+    def memory_of(batch, grad=False, **kw):
+        torch.manual_seed(0)
+        config = CaptionerConfig(vocab_size=12, encoder_dim=16, embed_dim=6, attention_dim=5,
+                                 hidden_dim=7, grid=[2, 3], **kw)
+        with torch.set_grad_enabled(grad):
+            return AttentionDecoder(config).eval().prepare(torch.randn(batch, 6, 16))
+    assert "tables" in memory_of(2)
+    assert "tables" not in memory_of(3)                   # 18 cells > 16 channels
+    assert "tables" not in memory_of(2, gate="vector")
+    assert "tables" not in memory_of(2, grad=True)
+    assert "tables" not in memory_of(2, cell="gru")
 
 
 def test_decoding_weights_follow_every_weight_change():
