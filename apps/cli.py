@@ -125,9 +125,10 @@ def _bench_shapes(args) -> dict:
         shapes["coco"] = COCO_SHAPE
     if args.config in ("default", "both"):
         from captioner.inference import DEFAULT_CHECKPOINT
+        from captioner.pipeline import KIND, captioner_config
         from captioner.training import load_checkpoint
 
-        shapes["default"] = load_checkpoint(DEFAULT_CHECKPOINT, "captioner")["config"]
+        shapes["default"] = captioner_config(load_checkpoint(DEFAULT_CHECKPOINT, KIND))
     return shapes
 
 

@@ -107,6 +107,12 @@ def train_captioner(data_dir: str | Path, out_dir: str | Path, model_overrides: 
     return result
 
 
+def captioner_config(checkpoint: dict) -> dict:
+    """The model options of a captioner checkpoint; those written before the ``gate`` option
+    existed had a per-channel gate."""
+    return {"gate": "vector", **checkpoint["config"]}
+
+
 def load_captioner(path: str | Path, device: str | torch.device = "cpu",
                    int8: bool = False) -> tuple[AttentionDecoder, Vocab, EncoderConfig, dict]:
     """Rebuild a decoder from one checkpoint file: (decoder, vocab, encoder config, checkpoint).
@@ -117,8 +123,7 @@ def load_captioner(path: str | Path, device: str | torch.device = "cpu",
         raise AttendError("int8 decoding runs on the CPU only (drop --int8 or use --device cpu)")
     checkpoint = load_checkpoint(path, KIND)
     try:
-        # Checkpoints from before the gate option had a per-channel gate.
-        decoder = AttentionDecoder(CaptionerConfig(**{"gate": "vector", **checkpoint["config"]}))
+        decoder = AttentionDecoder(CaptionerConfig(**captioner_config(checkpoint)))
         decoder.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in checkpoint["model"].items()})
         vocab = Vocab.from_dict(checkpoint["vocab"])
         encoder = EncoderConfig(**checkpoint["encoder"])
