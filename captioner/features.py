@@ -216,7 +216,18 @@ class FeatureCache:
 
     @classmethod
     def for_data(cls, data_dir: str | Path, config: EncoderConfig | None = None) -> "FeatureCache":
-        return cls(cache_dir(data_dir, config or EncoderConfig()))
+        """The cache of ``data_dir`` for this encoder setting; if there is none, the error names
+        the `attend features` command that writes it."""
+        config = config or EncoderConfig()
+        folder = cache_dir(data_dir, config)
+        if not (folder / "index.json").exists():
+            default = EncoderConfig()
+            flags = "".join([f" --encoder {config.backbone}" if config.backbone != default.backbone else "",
+                             f" --image-size {config.image_size}" if config.image_size != default.image_size else "",
+                             " --encoder-weights FILE" if config.weights else "",
+                             " --mid-level" if config.mid_level else ""])
+            raise AttendError(f"{folder}: no feature cache here (run `attend features --data {data_dir}{flags}` first)")
+        return cls(folder)
 
     def __contains__(self, key: str) -> bool:
         return key in self._where

@@ -10,7 +10,7 @@ import torch
 from . import distributed
 from .data import CaptionPairs, collate_pairs
 from .evaluate import bleu, coco_metrics, generate, scenes_ground_truth
-from .features import FeatureCache, cache_dir
+from .features import FeatureCache
 from .encoder import EncoderConfig
 from .errors import AttendError
 from .model import AttentionDecoder, CaptionerConfig, caption_loss, quantized_int8
@@ -32,7 +32,7 @@ def _loss(net, batch, device):
 
 
 def _cache(data_dir: Path, encoder: EncoderConfig) -> FeatureCache:
-    return FeatureCache(cache_dir(data_dir, encoder))
+    return FeatureCache.for_data(data_dir, encoder)
 
 
 def score_split(decoder: AttentionDecoder, cache: FeatureCache, records: list[dict], vocab: Vocab,

@@ -113,6 +113,16 @@ def test_evaluate_without_prepared_data(tiny_captioner, tmp_path, capsys):
     assert "no prepared captions data here" in line
 
 
+def test_evaluate_without_the_checkpoints_feature_cache_names_the_command(scenes_dir, capsys):
+    """The shipped captioner reads 448 px middle-level features; data encoded otherwise gets
+    the exact `attend features` command that writes the cache it needs."""
+    from captioner.inference import DEFAULT_CHECKPOINT
+
+    line = _error_line(capsys, ["evaluate", "captioner", "--checkpoint", DEFAULT_CHECKPOINT, "--data", scenes_dir])
+    assert line.endswith(f"no feature cache here (run `attend features --data {scenes_dir} "
+                         "--image-size 448 --mid-level` first)"), line
+
+
 # ---------------------------------------------------------------- attend features, prepare, train
 
 

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from captioner import distributed
 from captioner.encoder import EncoderConfig
 from captioner.errors import AttendError
-from captioner.features import FeatureCache, cache_dir
+from captioner.features import FeatureCache
 from captioner.prepared import VQA, atomic_write_json, split_records
 from captioner.training import TrainConfig, export_checkpoint, fit, load_checkpoint
 from captioner.vocab import Vocab
@@ -116,7 +116,7 @@ def train_vqa(data_dir: str | Path, out_dir: str | Path, model_overrides: dict, 
     metric = _metric(prepared)
     vocab = Vocab.from_dict(prepared["question_vocab"])
     answers = list(prepared["answers"])
-    cache = FeatureCache(cache_dir(data_dir, encoder))
+    cache = FeatureCache.for_data(data_dir, encoder)
     known = {f.name for f in fields(VQAConfig)}
     unknown = set(model_overrides) - known
     if unknown:
@@ -188,7 +188,7 @@ def evaluate_vqa(checkpoint: str | Path, data_dir: str | Path, split: str = "tes
     net, vocab, answers, encoder, state = load_vqa(checkpoint, device)
     prepared, records = split_records(data_dir, VQA, split)
     metric = _metric(prepared)
-    cache = FeatureCache(cache_dir(data_dir, encoder))
+    cache = FeatureCache.for_data(data_dir, encoder)
     started = time.perf_counter()
     summary, answered = answer_split(net, cache, records, vocab, answers, metric, batch_size, device)
     result = {"checkpoint": str(checkpoint), "data": str(data_dir), "split": split, "metric": metric,
