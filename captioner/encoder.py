@@ -120,7 +120,6 @@ class ImageEncoder(nn.Module):
         # The weights carry their own preprocessing: both packages use ImageNet statistics.
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
         self.grid = (config.image_size // 32, config.image_size // 32)
-        self.blocks = blocks
         self.mid_index = MID_LEVEL[config.backbone][0] if config.mid_level else None
         if config.mid_level:
             self.dim += MID_LEVEL[config.backbone][1]
@@ -146,7 +145,7 @@ class ImageEncoder(nn.Module):
         if self.mid_index is None:
             x = self.trunk(x)                                      # (B, D, h, w)
         else:
-            for i, block in enumerate(self.blocks):
+            for i, block in enumerate(self.trunk.blocks):
                 x = block(x)
                 if i == self.mid_index:
                     mid = x                                        # (B, D_mid, 2h or 4h, ...)

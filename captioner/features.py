@@ -196,11 +196,12 @@ class FeatureCache:
     cache of any size keeps only a few tens of MB of it resident.
     """
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, command: str = "attend features"):
+        """``command``: the one that writes this cache, named in the error if it is missing."""
         self.folder = Path(folder)
         index_path = self.folder / "index.json"
         if not index_path.exists():
-            raise AttendError(f"{self.folder}: no feature cache here (run `attend features` first)")
+            raise AttendError(f"{self.folder}: no feature cache here (run `{command}` first)")
         index = read_json(index_path, "feature index")
         self.encoder = EncoderConfig(**index["encoder"])
         self.grid = tuple(index["grid"])
@@ -218,16 +219,12 @@ class FeatureCache:
     def for_data(cls, data_dir: str | Path, config: EncoderConfig | None = None) -> "FeatureCache":
         """The cache of ``data_dir`` for this encoder setting; if there is none, the error names
         the `attend features` command that writes it."""
-        config = config or EncoderConfig()
-        folder = cache_dir(data_dir, config)
-        if not (folder / "index.json").exists():
-            default = EncoderConfig()
-            flags = "".join([f" --encoder {config.backbone}" if config.backbone != default.backbone else "",
-                             f" --image-size {config.image_size}" if config.image_size != default.image_size else "",
-                             " --encoder-weights FILE" if config.weights else "",
-                             " --mid-level" if config.mid_level else ""])
-            raise AttendError(f"{folder}: no feature cache here (run `attend features --data {data_dir}{flags}` first)")
-        return cls(folder)
+        config, default = config or EncoderConfig(), EncoderConfig()
+        flags = "".join([f" --encoder {config.backbone}" if config.backbone != default.backbone else "",
+                         f" --image-size {config.image_size}" if config.image_size != default.image_size else "",
+                         " --encoder-weights FILE" if config.weights else "",
+                         " --mid-level" if config.mid_level else ""])
+        return cls(cache_dir(data_dir, config), command=f"attend features --data {data_dir}{flags}")
 
     def __contains__(self, key: str) -> bool:
         return key in self._where

@@ -31,10 +31,6 @@ def _loss(net, batch, device):
                         decoder.config.alpha_c)
 
 
-def _cache(data_dir: Path, encoder: EncoderConfig) -> FeatureCache:
-    return FeatureCache.for_data(data_dir, encoder)
-
-
 def score_split(decoder: AttentionDecoder, cache: FeatureCache, records: list[dict], vocab: Vocab,
                 data_dir: Path, split: str, beam_size: int, length_penalty: float = 0.0,
                 with_coco: bool = False) -> tuple[dict, list[dict]]:
@@ -78,7 +74,7 @@ def train_captioner(data_dir: str | Path, out_dir: str | Path, model_overrides: 
     prepared, train_records = split_records(data_dir, CAPTIONS, "train")
     _, val_records = split_records(data_dir, CAPTIONS, val_split)
     vocab = Vocab.from_dict(prepared["vocab"])
-    cache = _cache(data_dir, encoder)
+    cache = FeatureCache.for_data(data_dir, encoder)
     known = {f.name for f in fields(CaptionerConfig)}
     unknown = set(model_overrides) - known
     if unknown:
@@ -141,7 +137,7 @@ def evaluate_captioner(checkpoint: str | Path, data_dir: str | Path, split: str 
     data_dir = Path(data_dir)
     decoder, vocab, encoder, _ = load_captioner(checkpoint, device, int8=int8)
     _, records = split_records(data_dir, CAPTIONS, split)
-    cache = _cache(data_dir, encoder)
+    cache = FeatureCache.for_data(data_dir, encoder)
     started = time.perf_counter()
     metrics, predictions = score_split(decoder, cache, records, vocab, data_dir, split, beam_size,
                                        length_penalty, with_coco=True)
