@@ -144,7 +144,7 @@ def cmd_bench_train(args) -> None:
     from captioner.bench import bench_train
 
     _print_json([bench_train(shape, batch=args.batch_size, steps=args.steps, cache_images=args.cache_images,
-                             device=args.device or "cpu",
+                             device=args.device or "cpu", captions_per_image=args.captions_per_image,
                              folder=args.folder and str(Path(args.folder) / name)) | {"config": name}
                  for name, shape in _bench_shapes(args).items()])
 
@@ -187,7 +187,8 @@ def cmd_train_captioner(args) -> None:
         overrides["attention"] = False
     result = train_captioner(args.data, args.out, overrides, _train_config(args), encoder=_encoder_config(args),
                              val_limit=args.val_limit, select=args.select, device=args.device,
-                             export=args.export, log=lambda m: print(m, file=sys.stderr))
+                             export=args.export, captions_per_image=args.captions_per_image,
+                             log=lambda m: print(m, file=sys.stderr))
     _print_json({k: result[k] for k in ("best", "checkpoint", "exported") if k in result})
 
 
@@ -234,6 +235,12 @@ def cmd_app(args) -> None:
 
 
 # ---------------------------------------------------------------- parser
+
+def _add_captions_per_image(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--captions-per-image", type=_int_at_least(0), default=5, metavar="K",
+                   help="batch K captions of each image together, its grid read and projected once "
+                   "(--batch-size still counts captions); 0: every caption on its own")
+
 
 def _add_train_args(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float) -> None:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -317,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-limit", type=_int_at_least(1), default=500, help="validation images scored per epoch")
     p.add_argument("--select", default="bleu4", help="validation metric that picks best.pt")
     p.add_argument("--export", type=Path, help="also write best.pt as a float16 shippable checkpoint here")
+    _add_captions_per_image(p)
     p.set_defaults(func=cmd_train_captioner)
 
     p = sub.add_parser("caption", help="caption images (default model: the shipped scenes captioner)")
@@ -366,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = bsub.add_parser("train", help="training captions per second from cached features, peak memory")
     p.add_argument("--config", choices=["coco", "default", "both"], default="both")
-    p.add_argument("--batch-size", type=_int_at_least(1), default=32)
+    p.add_argument("--batch-size", type=_int_at_least(1), default=32, help="captions per batch")
+    _add_captions_per_image(p)
     p.add_argument("--steps", type=_int_at_least(1), default=5)
     p.add_argument("--cache-images", type=_int_at_least(0), default=0,
                    help="read batches from a memory-mapped float16 cache of this many random grids")

@@ -140,8 +140,12 @@ def write_random_cache(folder, images: int, grid: list[int], dim: int, shard_siz
 
 
 def bench_train(shape: dict, batch: int = 32, caption_len: int = 16, steps: int = 5, cache_images: int = 0,
-                device: str = "cpu", folder: str | None = None) -> dict:
+                device: str = "cpu", folder: str | None = None, captions_per_image: int = 5) -> dict:
     """Training captions per second from cached features (forward, loss, backward, Adam).
+
+    Batches are made as `attend train captioner` makes them: ``batch`` counts captions, and
+    with ``captions_per_image`` K > 0 a batch holds ``batch // K`` grids with K captions each
+    (30 captions for the default 32 and 5); with 0, ``batch`` grids with one caption each.
 
     With no cache the step reads one batch of random grids held in memory. With
     ``cache_images`` > 0 a float16 feature cache of that many random grids is written to
@@ -164,6 +168,8 @@ def bench_train(shape: dict, batch: int = 32, caption_len: int = 16, steps: int 
     decoder.train()
     optimizer = make_optimizer(decoder.parameters(), lr=1e-4)  # as `attend train` makes it
     p = config.grid[0] * config.grid[1]
+    k = max(1, captions_per_image)
+    images = max(1, batch // k) if captions_per_image else batch
     generator = torch.Generator().manual_seed(0)
     cache = keys = None
     temporary = cache_images and folder is None
@@ -177,15 +183,15 @@ def bench_train(shape: dict, batch: int = 32, caption_len: int = 16, steps: int 
             cache = FeatureCache(write_random_cache(folder, cache_images, config.grid, config.encoder_dim))
         keys = cache.keys()
 
-    in_memory = None if cache is not None else torch.randn(batch, p, config.encoder_dim, generator=generator).to(device)
+    in_memory = None if cache is not None else torch.randn(images, p, config.encoder_dim, generator=generator).to(device)
 
     def one_step():
         if cache is not None:
-            index = torch.randint(len(keys), (batch,), generator=generator).tolist()
+            index = torch.randint(len(keys), (images,), generator=generator).tolist()
             features = torch.from_numpy(np.stack([cache[keys[i]] for i in index])).to(device).float()
         else:  # grids already in memory: drawing 12.8M random numbers is not training's work
             features = in_memory
-        captions = torch.randint(4, config.vocab_size, (batch, caption_len + 2), generator=generator).to(device)
+        captions = torch.randint(4, config.vocab_size, (images * k, caption_len + 2), generator=generator).to(device)
         captions[:, 0] = 1
         logits, alphas = decoder(features, captions)
         loss, _ = caption_loss(logits, alphas, captions[:, 1:], config.alpha_c)
@@ -200,6 +206,7 @@ def bench_train(shape: dict, batch: int = 32, caption_len: int = 16, steps: int 
             swept += len(np.stack([cache[k] for k in keys[i:i + batch]]))
         if temporary:
             shutil.rmtree(folder)
-    return {"bench": "train", "shape": shape, "device": device, "batch": batch, "caption_words": caption_len,
-            "captions_per_s": round(batch / seconds, 1), "ms_per_step": round(1000 * seconds, 1),
+    return {"bench": "train", "shape": shape, "device": device, "batch": images * k,
+            "images_per_batch": images, "captions_per_image": captions_per_image, "caption_words": caption_len,
+            "captions_per_s": round(images * k / seconds, 1), "ms_per_step": round(1000 * seconds, 1),
             "cache_images": cache_images, "cache_images_read": swept, "peak_rss_mb": peak_rss_mb()}

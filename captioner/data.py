@@ -1,4 +1,12 @@
-"""Caption training pairs read from the prepared layout and the memory-mapped feature cache."""
+"""Caption training examples read from the prepared layout and the memory-mapped feature cache.
+
+Two ways to batch them:
+
+* ``CaptionPairs``: one (grid, caption) pair per reference caption, batched freely.
+* ``CaptionGroups``: one image with K of its reference captions per item (K = 5 for COCO's
+  five: neuraltalk2's "seq_per_img"). The decoder then makes everything it makes per image
+  once for K captions (``AttentionDecoder.forward``), and an epoch reads each grid once.
+"""
 from __future__ import annotations
 
 import torch
@@ -9,15 +17,19 @@ from .features import FeatureCache
 from .vocab import Vocab
 
 
+def _cached(records: list[dict], cache: FeatureCache) -> list[dict]:
+    records = [r for r in records if r["image"] in cache and r["tokens"]]
+    if not records:
+        raise AttendError("no caption has its image in the feature cache (run `attend features`)")
+    return records
+
+
 class CaptionPairs(Dataset):
     """One (image grid, caption) pair per reference caption: (P, D) float16, (T,) ids."""
 
     def __init__(self, records: list[dict], cache: FeatureCache, vocab: Vocab, max_len: int):
         self.cache, self.vocab = cache, vocab
-        self.pairs = [(r["image"], tokens[: max_len - 2]) for r in records if r["image"] in cache
-                      for tokens in r["tokens"]]
-        if not self.pairs:
-            raise AttendError("no caption has its image in the feature cache (run `attend features`)")
+        self.pairs = [(r["image"], tokens[: max_len - 2]) for r in _cached(records, cache) for tokens in r["tokens"]]
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -25,13 +37,39 @@ class CaptionPairs(Dataset):
     def __getitem__(self, i: int):
         key, tokens = self.pairs[i]
         features = torch.from_numpy(self.cache[key])  # (P, D) float16, a copy of the mapped row
-        return features, torch.tensor(self.vocab.encode(tokens, add_start_end=True))
+        return features, [torch.tensor(self.vocab.encode(tokens, add_start_end=True))]
 
 
-def collate_pairs(batch):
+class CaptionGroups(Dataset):
+    """One image per item with exactly ``per_image`` of its captions: (P, D) float16 and a list
+    of K (T,) id tensors. An image with more references gives a fresh random K of them each
+    time it is read (each epoch); one with fewer repeats some, drawn at random."""
+
+    def __init__(self, records: list[dict], cache: FeatureCache, vocab: Vocab, max_len: int, per_image: int):
+        if per_image < 1:
+            raise ValueError("per_image must be at least 1")
+        self.cache, self.vocab, self.per_image = cache, vocab, per_image
+        self.images = [(r["image"], [t[: max_len - 2] for t in r["tokens"]]) for r in _cached(records, cache)]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        key, references = self.images[i]
+        n, k = len(references), self.per_image
+        if n >= k:
+            chosen = torch.randperm(n)[:k].tolist()
+        else:  # every reference once, the rest drawn again
+            chosen = list(range(n)) + torch.randint(n, (k - n,)).tolist()
+        features = torch.from_numpy(self.cache[key])  # (P, D) float16
+        return features, [torch.tensor(self.vocab.encode(references[j], add_start_end=True)) for j in chosen]
+
+
+def collate_captions(batch):
+    """[(grid, [K captions])] -> grids (B, P, D) and captions (B*K, T), image-major, 0 = <pad>."""
     features = torch.stack([f for f, _ in batch])                            # (B, P, D)
-    longest = max(len(c) for _, c in batch)
-    captions = torch.zeros(len(batch), longest, dtype=torch.long)           # (B, T), 0 = <pad>
-    for i, (_, c) in enumerate(batch):
+    rows = [c for _, caps in batch for c in caps]
+    captions = torch.zeros(len(rows), max(len(c) for c in rows), dtype=torch.long)  # (B*K, T)
+    for i, c in enumerate(rows):
         captions[i, : len(c)] = c
     return features, captions

@@ -343,15 +343,27 @@ class AttentionDecoder(nn.Module):
 
     # ------------------------------------------------------------------ teacher forcing
     def forward(self, features: torch.Tensor, captions: torch.Tensor):
-        """Teacher forcing. captions (B, T) = <start> w1 .. wn <end> <pad>...
+        """Teacher forcing. features (B, P, D); captions (B*K, T) = <start> w1 .. wn <end> <pad>...,
+        K captions per image, image-major (K = 1: one caption per grid).
 
-        Returns logits (B, T-1, V) predicting captions[:, 1:], and alphas (B, T-1, P).
+        Returns logits (B*K, T-1, V) predicting captions[:, 1:], and alphas (B*K, T-1, P).
+
+        With K > 1 everything made once per image (``prepare``: the attention's image side,
+        the initial state) is made once for its K captions, and each step's attention reads
+        the image's memory with K query rows, as beam search reads it with K beams: the same
+        numbers as repeating each grid K times, without the K-fold projection and its
+        weight gradient (a quarter of a COCO-sized training step, `attend bench train`).
         """
+        b, n = features.shape[0], captions.shape[0]
+        if n % b:
+            raise ValueError(f"{n} captions for {b} images: expected the same number per image")
         memory = self.prepare(features)
         if torch.is_grad_enabled() and features.device.type == "cpu" and self.defer_weight_grads:
             memory["deferred"] = {name: DeferredLinear(*self._group(name))
                                   for name in self._step_groups() if self._plain(name)}
         state = self.init_state(memory)
+        if n > b:
+            state = tuple(None if s is None else s.repeat_interleave(n // b, 0) for s in state)
         # One embedding lookup for all steps: one sparse-to-dense gradient instead of T.
         words = self.embedding(captions[:, :-1])                       # (B, T-1, E)
         hs, gateds, alphas = [], [], []

@@ -8,7 +8,9 @@ from pathlib import Path
 import torch
 
 from . import distributed
-from .data import CaptionPairs, collate_pairs
+import dataclasses
+
+from .data import CaptionGroups, CaptionPairs, collate_captions
 from .evaluate import bleu, coco_metrics, generate, scenes_ground_truth
 from .features import FeatureCache
 from .encoder import EncoderConfig
@@ -64,11 +66,16 @@ def score_split(decoder: AttentionDecoder, cache: FeatureCache, records: list[di
 def train_captioner(data_dir: str | Path, out_dir: str | Path, model_overrides: dict, train: TrainConfig,
                     encoder: EncoderConfig | None = None, val_split: str = "val", val_limit: int = 500,
                     select: str = "bleu4", device: str | None = None, export: str | Path | None = None,
-                    log=print) -> dict:
+                    captions_per_image: int = 5, log=print) -> dict:
     """Teacher-forced training on cached features; selection on validation ``select``.
 
+    ``captions_per_image`` K: each batch holds ``train.batch_size // K`` images with K of their
+    captions each (``data.CaptionGroups``); 0: every caption is its own example (``CaptionPairs``).
+    ``train.batch_size`` counts captions either way.
     ``export``: also write best.pt as a float16 shippable checkpoint there.
     """
+    if captions_per_image < 0:
+        raise AttendError("--captions-per-image must be 0 or more")
     data_dir = Path(data_dir)
     encoder = encoder or EncoderConfig()
     prepared, train_records = split_records(data_dir, CAPTIONS, "train")
@@ -84,7 +91,11 @@ def train_captioner(data_dir: str | Path, out_dir: str | Path, model_overrides: 
     model = AttentionDecoder(config)
     ctx = distributed.init(device)
     try:
-        train_set = CaptionPairs(train_records, cache, vocab, config.max_len)
+        if captions_per_image:
+            train_set = CaptionGroups(train_records, cache, vocab, config.max_len, captions_per_image)
+            train = dataclasses.replace(train, batch_size=max(1, train.batch_size // captions_per_image))
+        else:
+            train_set = CaptionPairs(train_records, cache, vocab, config.max_len)
         val_records = val_records[:val_limit]
 
         def evaluate(decoder):
@@ -94,8 +105,9 @@ def train_captioner(data_dir: str | Path, out_dir: str | Path, model_overrides: 
             return metrics
 
         extra = {"kind": KIND, "config": asdict(config), "vocab": vocab.to_dict(),
-                 "encoder": asdict(encoder), "data": {"source": prepared.get("source", "")}}
-        result = fit(model, train_set, collate_pairs, _loss, evaluate, select, train, ctx, extra, log=log)
+                 "encoder": asdict(encoder), "data": {"source": prepared.get("source", "")},
+                 "captions_per_image": captions_per_image}
+        result = fit(model, train_set, collate_captions, _loss, evaluate, select, train, ctx, extra, log=log)
         if export and ctx.is_main:
             result["exported"] = export_checkpoint(result["checkpoint"], export, KIND)
     finally:

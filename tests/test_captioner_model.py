@@ -91,6 +91,33 @@ def test_deferred_weight_gradients_equal_autograd(cell, query):
     assert ref_once["cell.weight_ih"].abs().sum() > 0
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("attention", [True, False])
+@pytest.mark.parametrize("query", ["previous", "current"])
+def test_captions_grouped_by_image_equal_repeated_grids(cell, attention, query):
+    """K captions per image read the image's memory with K rows: the same logits, alphas and
+    parameter gradients as repeating each grid K times, one caption per grid."""
+    runs = []
+    for grouped in (True, False):
+        decoder = tiny(cell, attention, attention_query=query, dropout=0.0)
+        torch.manual_seed(1)
+        features, caps = torch.randn(2, 6, 8), captions(batch=6)            # 2 images x 3 captions
+        grids = features if grouped else features.repeat_interleave(3, 0)    # (2, P, D) or (6, P, D)
+        logits, alphas = decoder(grids, caps)
+        loss, _ = caption_loss(logits, alphas, caps[:, 1:], alpha_c=1.0)
+        loss.backward()
+        runs.append((logits, alphas, {n: p.grad for n, p in decoder.named_parameters()}))
+    (logits, alphas, grads), (ref_logits, ref_alphas, ref_grads) = runs
+    assert logits.shape == (6, 5, 12)
+    assert torch.allclose(logits, ref_logits, atol=1e-6)
+    if attention:
+        assert torch.allclose(alphas, ref_alphas, atol=1e-6)
+    for name, g in ref_grads.items():
+        assert torch.allclose(grads[name], g, atol=1e-5), name
+    with pytest.raises(ValueError, match="same number per image"):
+        decoder(torch.randn(4, 6, 8), captions(batch=6))
+
+
 @pytest.mark.parametrize("grad", [True, False])
 @pytest.mark.parametrize("chunk", [None, 2 * 3 * 6 * 5])   # default, or slices of 2 of the 5 images
 def test_attention_scores_are_the_tanh_form(grad, chunk, monkeypatch):
@@ -339,3 +366,30 @@ def test_overfits_a_batch():
     decoder.eval()
     got = [d.ids for d in beam_search(decoder, features, beam_size=3)]
     assert got == [[4, 5, 6], [7, 8], [9, 10, 11, 4], [5, 5]]
+
+
+def test_caption_groups_hold_k_of_each_images_own_captions():
+    """Each item is one grid with exactly K of its image's captions: a random K of more, every
+    one of fewer plus repeats; collated image-major, padded with 0; no cached grid, no item."""
+    import numpy as np
+
+    from captioner.data import CaptionGroups, CaptionPairs, collate_captions
+
+    words = [f"w{i}" for i in range(9)]
+    records = [{"image": "a", "tokens": [[w] for w in words[:7]]},          # 7 references
+               {"image": "b", "tokens": [words[7:9], ["w0"]]},               # 2 references
+               {"image": "missing", "tokens": [["w1"]]}]
+    cache = {"a": np.zeros((6, 8), np.float16), "b": np.ones((6, 8), np.float16)}
+    vocab = Vocab.build([w for r in records for w in r["tokens"]])
+    groups = CaptionGroups(records, cache, vocab, max_len=9, per_image=5)
+    assert len(groups) == 2
+    torch.manual_seed(0)
+    for _ in range(5):
+        features, caps = collate_captions([groups[0], groups[1]])
+        assert features.shape == (2, 6, 8) and features[1].eq(1).all()
+        assert caps.shape == (10, 4) and (caps[:, 0] == Vocab.start_id).all()
+        texts = [tuple(vocab.decode(c.tolist())) for c in caps]
+        assert len(set(texts[:5])) == 5 and set(texts[:5]) <= {(w,) for w in words[:7]}
+        assert set(texts[5:]) == {("w7", "w8"), ("w0",)}
+        assert caps[5:][torch.tensor([t == ("w0",) for t in texts[5:]])][:, 3].eq(0).all()  # padded
+    assert len(CaptionPairs(records, cache, vocab, max_len=9)) == 9
