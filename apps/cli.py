@@ -237,9 +237,9 @@ def cmd_app(args) -> None:
 # ---------------------------------------------------------------- parser
 
 def _add_captions_per_image(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--captions-per-image", type=_int_at_least(0), default=5, metavar="K",
+    p.add_argument("--captions-per-image", type=_int_at_least(0), default=0, metavar="K",
                    help="batch K captions of each image together, its grid read and projected once "
-                   "(--batch-size still counts captions); 0: every caption on its own")
+                   "(--batch-size still counts captions); 0 (default): every caption on its own")
 
 
 def _add_train_args(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float) -> None:

@@ -140,12 +140,12 @@ def write_random_cache(folder, images: int, grid: list[int], dim: int, shard_siz
 
 
 def bench_train(shape: dict, batch: int = 32, caption_len: int = 16, steps: int = 5, cache_images: int = 0,
-                device: str = "cpu", folder: str | None = None, captions_per_image: int = 5) -> dict:
+                device: str = "cpu", folder: str | None = None, captions_per_image: int = 0) -> dict:
     """Training captions per second from cached features (forward, loss, backward, Adam).
 
     Batches are made as `attend train captioner` makes them: ``batch`` counts captions, and
     with ``captions_per_image`` K > 0 a batch holds ``batch // K`` grids with K captions each
-    (30 captions for the default 32 and 5); with 0, ``batch`` grids with one caption each.
+    (30 captions for 32 and 5); with 0, ``batch`` grids with one caption each.
 
     With no cache the step reads one batch of random grids held in memory. With
     ``cache_images`` > 0 a float16 feature cache of that many random grids is written to

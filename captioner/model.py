@@ -293,6 +293,14 @@ class AttentionDecoder(nn.Module):
     # int8 copy, a step taken with gradients) the modules run as they are.
     defer_weight_grads = True
 
+    def train(self, mode: bool = True):
+        """Also drops the cached concatenated weights (``_fused``): they are rebuilt when a
+        weight's version changes, but fused optimizers (Adam(fused=True), as `attend train`
+        uses) update parameters without bumping it, and would leave them stale. Training
+        switches to eval() before it validates, so each validation reads the current weights."""
+        self.__dict__.pop("_fused_weights", None)
+        return super().train(mode)
+
     def _group_layers(self, name: str) -> tuple:
         if name == "look":
             return (self.attention.hidden_proj, self.gate)
@@ -327,7 +335,7 @@ class AttentionDecoder(nn.Module):
         params = [p for m in layers for p in m.parameters(recurse=False)]
         key = tuple((p.data_ptr(), p._version) for p in params)
         cache = self.__dict__.setdefault("_fused_weights", {})  # not a buffer: never saved
-        if name not in cache or cache[name][0] != key:          # rebuilt whenever a weight changed
+        if name not in cache or cache[name][0] != key:          # rebuilt after a change (see train())
             weight, bias = self._group(name)
             cache[name] = (key, weight.detach(), bias.detach().unsqueeze(1))
         _, weight, bias = cache[name]

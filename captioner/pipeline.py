@@ -66,7 +66,7 @@ def score_split(decoder: AttentionDecoder, cache: FeatureCache, records: list[di
 def train_captioner(data_dir: str | Path, out_dir: str | Path, model_overrides: dict, train: TrainConfig,
                     encoder: EncoderConfig | None = None, val_split: str = "val", val_limit: int = 500,
                     select: str = "bleu4", device: str | None = None, export: str | Path | None = None,
-                    captions_per_image: int = 5, log=print) -> dict:
+                    captions_per_image: int = 0, log=print) -> dict:
     """Teacher-forced training on cached features; selection on validation ``select``.
 
     ``captions_per_image`` K: each batch holds ``train.batch_size // K`` images with K of their

@@ -237,6 +237,29 @@ def test_decoding_weights_follow_every_weight_change():
                 p.add_(0.1 * torch.randn_like(p))
 
 
+def test_decoding_weights_follow_a_fused_adam_step_after_eval():
+    """Adam(fused=True) updates the weights without bumping their version; the training loop's
+    eval() before validating still makes decoding read the updated weights."""
+    from captioner.training import make_optimizer
+
+    decoder = tiny(dropout=0.0)
+    optimizer = make_optimizer(decoder.parameters(), lr=0.1)
+    features, caps = torch.randn(2, 6, 8), captions(batch=2)
+    tokens = caps[:, 0]
+    for _ in range(2):
+        decoder.eval()
+        with torch.no_grad():
+            memory = decoder.prepare(features)
+            fast, _, _ = decoder.step(tokens, decoder.init_state(memory), memory)
+        memory = decoder.prepare(features)
+        slow, _, _ = decoder.step(tokens, decoder.init_state(memory), memory)   # the modules
+        assert torch.allclose(fast, slow, atol=1e-6)
+        decoder.train()
+        logits, alphas = decoder(features, caps)
+        caption_loss(logits, alphas, caps[:, 1:], alpha_c=1.0)[0].backward()
+        optimizer.step()
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_int8_decoder_stays_close_to_float32(cell):
     """The int8 copy quantizes only the per-step layers; its word log-probabilities stay

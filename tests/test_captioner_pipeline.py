@@ -98,7 +98,7 @@ def test_coco_prepare_features_train_evaluate_resume(tmp_path, capsys, one_threa
     features = json.loads(out)
     assert features["encoded"] == 16 and features["skipped"] == 0
 
-    train_args = ["train", "captioner", "--data", data, "--out", run, "--batch-size", "8",
+    train_args = ["train", "captioner", "--data", data, "--out", run, "--batch-size", "10", "--captions-per-image", "5",
                   "--set", "hidden_dim=32", "embed_dim=16", "attention_dim=16"]
     code, out, err = _run(capsys, *train_args, "--epochs", "1")
     assert code == 0, err
