@@ -160,6 +160,7 @@ def bench_train(shape: dict, batch: int = 32, caption_len: int = 16, steps: int 
 
     import numpy as np
 
+    from .data import images_per_batch
     from .features import FeatureCache
     from .model import caption_loss
     from .training import make_optimizer
@@ -168,8 +169,7 @@ def bench_train(shape: dict, batch: int = 32, caption_len: int = 16, steps: int 
     decoder.train()
     optimizer = make_optimizer(decoder.parameters(), lr=1e-4)  # as `attend train` makes it
     p = config.grid[0] * config.grid[1]
-    k = max(1, captions_per_image)
-    images = max(1, batch // k) if captions_per_image else batch
+    images, k = images_per_batch(batch, captions_per_image), max(1, captions_per_image)  # grids, captions each
     generator = torch.Generator().manual_seed(0)
     cache = keys = None
     temporary = cache_images and folder is None

@@ -65,6 +65,12 @@ class CaptionGroups(Dataset):
         return features, [torch.tensor(self.vocab.encode(references[j], add_start_end=True)) for j in chosen]
 
 
+def images_per_batch(batch_size: int, per_image: int) -> int:
+    """Grids in a batch of ``batch_size`` captions: ``batch_size // K`` (at least 1) with K
+    captions each, or ``batch_size`` with 0 (every caption on its own)."""
+    return max(1, batch_size // per_image) if per_image else batch_size
+
+
 def collate_captions(batch):
     """[(grid, [K captions])] -> grids (B, P, D) and captions (B*K, T), image-major, 0 = <pad>."""
     features = torch.stack([f for f, _ in batch])                            # (B, P, D)

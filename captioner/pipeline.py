@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import torch
 
 from . import distributed
-import dataclasses
-
-from .data import CaptionGroups, CaptionPairs, collate_captions
+from .data import CaptionGroups, CaptionPairs, collate_captions, images_per_batch
 from .evaluate import bleu, coco_metrics, generate, scenes_ground_truth
 from .features import FeatureCache
 from .encoder import EncoderConfig
@@ -93,7 +91,7 @@ def train_captioner(data_dir: str | Path, out_dir: str | Path, model_overrides: 
     try:
         if captions_per_image:
             train_set = CaptionGroups(train_records, cache, vocab, config.max_len, captions_per_image)
-            train = dataclasses.replace(train, batch_size=max(1, train.batch_size // captions_per_image))
+            train = replace(train, batch_size=images_per_batch(train.batch_size, captions_per_image))
         else:
             train_set = CaptionPairs(train_records, cache, vocab, config.max_len)
         val_records = val_records[:val_limit]
