@@ -187,7 +187,7 @@ def cmd_train_captioner(args) -> None:
         overrides["attention"] = False
     result = train_captioner(args.data, args.out, overrides, _train_config(args), encoder=_encoder_config(args),
                              val_limit=args.val_limit, select=args.select, device=args.device,
-                             export=args.export, captions_per_image=args.captions_per_image,
+                             export=args.export, captions_per_image=args.captions_per_image, init=args.init,
                              log=lambda m: print(m, file=sys.stderr))
     _print_json({k: result[k] for k in ("best", "checkpoint", "exported") if k in result})
 
@@ -324,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-limit", type=_int_at_least(1), default=500, help="validation images scored per epoch")
     p.add_argument("--select", default="bleu4", help="validation metric that picks best.pt")
     p.add_argument("--export", type=Path, help="also write best.pt as a float16 shippable checkpoint here")
+    p.add_argument("--init", type=Path, metavar="CHECKPOINT",
+                   help="fine-tune: start from this captioner's weights (same data vocabulary and features; "
+                   "a fresh optimizer and schedule; --set may change options such as alpha_c)")
     _add_captions_per_image(p)
     p.set_defaults(func=cmd_train_captioner)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,11 @@ def bleu(references: list[list[list[str]]], hypotheses: list[list[str]]) -> dict
     from nltk.translate.bleu_score import corpus_bleu
 
     weights = [(1, 0, 0, 0), (0.5, 0.5, 0, 0), (1 / 3, 1 / 3, 1 / 3, 0), (0.25, 0.25, 0.25, 0.25)]
-    scores = corpus_bleu(references, hypotheses, weights=weights)
+    with warnings.catch_warnings():
+        # nltk warns, in six lines, whenever an n-gram order has no match (an early model):
+        # the score is then 0, which is what we report, unsmoothed as in the papers.
+        warnings.filterwarnings("ignore", category=UserWarning, module="nltk")
+        scores = corpus_bleu(references, hypotheses, weights=weights)
     return {f"bleu{n}": round(100 * s, 2) for n, s in enumerate(scores, 1)}
 
 

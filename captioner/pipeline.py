@@ -64,13 +64,17 @@ def score_split(decoder: AttentionDecoder, cache: FeatureCache, records: list[di
 def train_captioner(data_dir: str | Path, out_dir: str | Path, model_overrides: dict, train: TrainConfig,
                     encoder: EncoderConfig | None = None, val_split: str = "val", val_limit: int = 500,
                     select: str = "bleu4", device: str | None = None, export: str | Path | None = None,
-                    captions_per_image: int = 0, log=print) -> dict:
+                    captions_per_image: int = 0, init: str | Path | None = None, log=print) -> dict:
     """Teacher-forced training on cached features; selection on validation ``select``.
 
     ``captions_per_image`` K: each batch holds ``train.batch_size // K`` images with K of their
     captions each (``data.CaptionGroups``); 0: every caption is its own example (``CaptionPairs``).
     ``train.batch_size`` counts captions either way.
     ``export``: also write best.pt as a float16 shippable checkpoint there.
+    ``init``: start from this captioner checkpoint's weights (fine-tuning: a fresh optimizer and
+    schedule; its model options, with ``model_overrides`` such as ``alpha_c`` on top). The run
+    keeps the checkpoint's word ids, so its vocabulary must hold every word of the data's; the
+    feature setting (``encoder``) must be the same.
     """
     if captions_per_image < 0:
         raise AttendError("--captions-per-image must be 0 or more")
@@ -79,14 +83,18 @@ def train_captioner(data_dir: str | Path, out_dir: str | Path, model_overrides: 
     prepared, train_records = split_records(data_dir, CAPTIONS, "train")
     _, val_records = split_records(data_dir, CAPTIONS, val_split)
     vocab = Vocab.from_dict(prepared["vocab"])
-    cache = FeatureCache.for_data(data_dir, encoder)
     known = {f.name for f in fields(CaptionerConfig)}
     unknown = set(model_overrides) - known
     if unknown:
         raise AttendError(f"unknown model option(s): {', '.join(sorted(unknown))}")
-    config = CaptionerConfig(**{"vocab_size": len(vocab), "encoder_dim": cache.dim, "grid": list(cache.grid),
-                                **model_overrides})
-    model = AttentionDecoder(config)
+    if init is None:
+        cache = FeatureCache.for_data(data_dir, encoder)
+        config = CaptionerConfig(**{"vocab_size": len(vocab), "encoder_dim": cache.dim, "grid": list(cache.grid),
+                                    **model_overrides})
+        model = AttentionDecoder(config)
+    else:
+        config, model, vocab = _initial_model(init, vocab, encoder, model_overrides)
+        cache = FeatureCache.for_data(data_dir, encoder)
     ctx = distributed.init(device)
     try:
         if captions_per_image:
@@ -104,13 +112,35 @@ def train_captioner(data_dir: str | Path, out_dir: str | Path, model_overrides: 
 
         extra = {"kind": KIND, "config": asdict(config), "vocab": vocab.to_dict(),
                  "encoder": asdict(encoder), "data": {"source": prepared.get("source", "")},
-                 "captions_per_image": captions_per_image}
+                 "captions_per_image": captions_per_image, "init": None if init is None else str(init)}
         result = fit(model, train_set, collate_captions, _loss, evaluate, select, train, ctx, extra, log=log)
         if export and ctx.is_main:
             result["exported"] = export_checkpoint(result["checkpoint"], export, KIND)
     finally:
         distributed.shutdown()
     return result
+
+
+def _initial_model(init: str | Path, vocab: Vocab, encoder: EncoderConfig,
+                   model_overrides: dict) -> tuple[CaptionerConfig, AttentionDecoder, Vocab]:
+    """What a fine-tuning run starts from: ``init``'s weights, its options + overrides, and its
+    vocabulary (the data's words in another order, e.g. another scenes seed, keep their ids)."""
+    start, start_vocab, start_encoder, checkpoint = load_captioner(init)
+    unknown = [word for word in vocab.itos if word not in start_vocab]
+    if unknown:
+        raise AttendError(f"--init {init}: {len(unknown)} of this data's words are not in its vocabulary "
+                          f"(e.g. {', '.join(unknown[:3])})")
+    if start_encoder != encoder:
+        raise AttendError(f"--init {init}: trained on {start_encoder.tag} features, this run reads "
+                          f"{encoder.tag} (match --encoder/--image-size/--mid-level)")
+    config = CaptionerConfig(**{**captioner_config(checkpoint), **model_overrides})
+    model = AttentionDecoder(config)
+    try:
+        model.load_state_dict(start.state_dict())
+    except RuntimeError:
+        raise AttendError(f"--init {init}: --set {' '.join(sorted(model_overrides))} changes the model's "
+                          "shape; only options such as alpha_c or dropout can change when fine-tuning") from None
+    return config, model, start_vocab
 
 
 def captioner_config(checkpoint: dict) -> dict:

@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
 
 from .distributed import Context
 from .errors import AttendError
@@ -164,7 +165,10 @@ def fit(
             sampler.set_epoch(epoch)
         net.train()
         started, sums, count = time.perf_counter(), {}, 0
-        for batch in loader:
+        # A bar on a terminal only (disable=None), on rank 0: CPU epochs take minutes.
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
+                   disable=None if ctx.is_main else True)
+        for batch in bar:
             with autocast:
                 loss, metrics = loss_fn(net, batch, device)
             optimizer.zero_grad(set_to_none=True)
@@ -176,6 +180,8 @@ def fit(
             for name, value in metrics.items():
                 sums[name] = sums.get(name, 0.0) + value
             count += 1
+            if count % 20 == 0 and "loss" in sums:
+                bar.set_postfix(loss=f"{sums['loss'] / count:.4f}", refresh=False)
         seconds = time.perf_counter() - started
         row = {"epoch": epoch + 1, **{f"train_{k}": round(v / count, 5) for k, v in sums.items()},
                "lr": scheduler.get_last_lr()[0], "seconds": round(seconds, 1)}

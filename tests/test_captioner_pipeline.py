@@ -152,6 +152,49 @@ def test_coco_prepare_features_train_evaluate_resume(tmp_path, capsys, one_threa
     assert load_checkpoint(run / "last.pt", "captioner")["train"]["epoch"] == 1  # 0-based: the 2nd epoch
 
 
+def test_init_fine_tunes_from_a_checkpoint_with_changed_options(tiny_captioner, scenes_dir, tmp_path, capsys,
+                                                                 one_thread):
+    start = load_checkpoint(tiny_captioner, "captioner")
+    # The same data with its words listed in another order (as another scenes seed may list
+    # them): the run keeps the checkpoint's ids.
+    data = tmp_path / "data"
+    shutil.copytree(scenes_dir, data)
+    prepared = json.loads((data / "captions.json").read_text())
+    itos = prepared["vocab"]["itos"]
+    prepared["vocab"]["itos"] = itos[:4] + itos[:3:-1]
+    assert prepared["vocab"]["itos"] != itos == start["vocab"]["itos"]
+    (data / "captions.json").write_text(json.dumps(prepared))
+    run = tmp_path / "ft"
+    # lr 0: the weights cannot move, so the run's checkpoint holds exactly what --init loaded
+    # (a freshly initialised model would not match tiny's trained weights).
+    code, out, err = _run(capsys, "train", "captioner", "--data", data, "--out", run, "--init", tiny_captioner,
+                          "--epochs", "1", "--batch-size", "4", "--lr", "0", "--val-limit", "1",
+                          "--set", "alpha_c=0.5")
+    assert code == 0, err
+    tuned = load_checkpoint(run / "last.pt", "captioner")
+    assert tuned["config"] == {**start["config"], "alpha_c": 0.5}
+    assert tuned["init"] == str(tiny_captioner) and tuned["vocab"] == start["vocab"]
+    assert tuned["model"].keys() == start["model"].keys()
+    for name, value in start["model"].items():
+        assert torch.equal(tuned["model"][name], value), name
+    first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["train_reg"] > 0  # the new alpha_c is the one trained with
+
+    common = ["train", "captioner", "--data", scenes_dir, "--epochs", "1", "--init"]
+    code, _, err = _run(capsys, *common, tiny_captioner, "--out", tmp_path / "a", "--set", "hidden_dim=64")
+    assert "changes the model's shape" in _one_line_error(code, err)
+    code, _, err = _run(capsys, *common, tiny_captioner, "--out", tmp_path / "b", "--image-size", "448")
+    assert "efficientnet-lite0-224" in _one_line_error(code, err)
+    code, _, err = _run(capsys, *common, tmp_path / "missing.pt", "--out", tmp_path / "c")
+    _one_line_error(code, err)
+    prepared["vocab"]["itos"].append("zebra")  # a word the checkpoint cannot write
+    (data / "captions.json").write_text(json.dumps(prepared))
+    code, _, err = _run(capsys, "train", "captioner", "--data", data, "--epochs", "1", "--init", tiny_captioner,
+                        "--out", tmp_path / "d")
+    assert "zebra" in _one_line_error(code, err)
+    assert not any((tmp_path / d).exists() for d in "abcd")
+
+
 # ---------------------------------------------------------------- BLEU
 
 
