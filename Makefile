@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# torch and torchvision first, pinned: a loose torch can pull several GB (FACTS.md).
+	# torch and torchvision first, pinned: a loose torch can pull several GB.
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)

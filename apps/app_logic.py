@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from captioner.images import ImageError, load_image, resize_for_model
-from captioner.overlay import COLORMAP, normalise_map, overlay
+from core.images import ImageError, load_image, resize_for_model
+from core.overlay import COLORMAP, normalise_map, overlay
 
 APP_PATH = Path(__file__).with_name("streamlit_app.py")
 

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from captioner.errors import AttendError
+from core.errors import AttendError
 
 DEFAULT_DATA = Path("data/scenes")
 
@@ -87,15 +87,15 @@ def cmd_prepare_easy_vqa(args) -> None:
 # ---------------------------------------------------------------- features, bench
 
 def _encoder_config(args):
-    from captioner.encoder import EncoderConfig
+    from core.encoder import EncoderConfig
 
     return EncoderConfig(backbone=args.encoder, image_size=args.image_size, weights=args.encoder_weights,
                          mid_level=args.mid_level)
 
 
 def cmd_features(args) -> None:
-    from captioner import distributed
-    from captioner.features import write_features
+    from core import distributed
+    from core.features import write_features
 
     ctx = distributed.init(args.device)
     try:
@@ -111,7 +111,7 @@ def cmd_features(args) -> None:
 
 
 def cmd_bench_encoder(args) -> None:
-    from captioner.bench import bench_encoder
+    from core.bench import bench_encoder
 
     _print_json(bench_encoder(sizes=args.sizes, compile=not args.no_compile, device=args.device or "cpu"))
 
@@ -124,11 +124,10 @@ def _bench_shapes(args) -> dict:
     if args.config in ("coco", "both"):
         shapes["coco"] = COCO_SHAPE
     if args.config in ("default", "both"):
-        from captioner.inference import DEFAULT_CHECKPOINT
-        from captioner.pipeline import KIND, captioner_config
-        from captioner.training import load_checkpoint
+        from captioner.checkpoint import KIND, captioner_config, resolve_checkpoint
+        from core.checkpoint import load_checkpoint
 
-        shapes["default"] = captioner_config(load_checkpoint(DEFAULT_CHECKPOINT, KIND))
+        shapes["default"] = captioner_config(load_checkpoint(resolve_checkpoint(None), KIND))
     return shapes
 
 
@@ -152,7 +151,7 @@ def cmd_bench_train(args) -> None:
 # ---------------------------------------------------------------- train, evaluate
 
 def _train_config(args):
-    from captioner.training import TrainConfig
+    from core.training import TrainConfig
 
     return TrainConfig(out_dir=str(args.out), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        weight_decay=args.weight_decay, grad_clip=args.grad_clip, warmup_steps=args.warmup,
@@ -178,7 +177,7 @@ def _model_overrides(pairs: list[str]) -> dict:
 
 
 def cmd_train_captioner(args) -> None:
-    from captioner.pipeline import train_captioner
+    from captioner.train import train_captioner
 
     overrides = _model_overrides(args.set)
     if args.cell:
@@ -193,7 +192,7 @@ def cmd_train_captioner(args) -> None:
 
 
 def cmd_evaluate_captioner(args) -> None:
-    from captioner.pipeline import evaluate_captioner
+    from captioner.train import evaluate_captioner
 
     summary = evaluate_captioner(args.checkpoint, args.data, split=args.split, beam_size=args.beam,
                                  length_penalty=args.length_penalty, out=args.out, device=args.device,
@@ -204,12 +203,12 @@ def cmd_evaluate_captioner(args) -> None:
 
 def cmd_caption(args) -> None:
     from captioner.inference import Captioner
-    from captioner.overlay import overlay_sheet
-    from captioner.prepared import atomic_write_bytes
+    from core.overlay import overlay_sheet
+    from core.prepared import atomic_write_bytes
 
     if not args.images:
         raise AttendError("give at least one image")
-    captioner = Captioner(args.checkpoint, device=args.device, int8=args.int8)
+    captioner = Captioner.load(args.checkpoint, device=args.device, int8=args.int8)
     results = captioner.caption([str(p) for p in args.images], beam_size=args.beam, batch_size=args.batch_size)
     for i, r in enumerate(results):
         if args.json:

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from captioner.errors import AttendError
+from core.errors import AttendError
 
 from .cli import _add_train_args, _encoder_config, _int_at_least, _model_overrides, _print_json, _train_config
 
@@ -23,7 +23,7 @@ def _log(message: str) -> None:
 # ---------------------------------------------------------------- train, evaluate, bench
 
 def cmd_train_vqa(args) -> None:
-    from vqa.pipeline import train_vqa
+    from vqa.train import train_vqa
 
     overrides = _model_overrides(args.set)
     if args.glimpses is not None:
@@ -34,7 +34,7 @@ def cmd_train_vqa(args) -> None:
 
 
 def cmd_evaluate_vqa(args) -> None:
-    from vqa.pipeline import evaluate_vqa
+    from vqa.train import evaluate_vqa
 
     _print_json(evaluate_vqa(args.checkpoint, args.data, split=args.split, out=args.out, device=args.device,
                              batch_size=args.batch_size))

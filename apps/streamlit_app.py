@@ -10,7 +10,7 @@ import streamlit as st
 from PIL import Image
 
 from apps import app_logic as logic
-from captioner.errors import AttendError
+from core.errors import AttendError
 
 TILE = 150      # px of a word's tile in the grid of every word
 LARGE = 384     # px of the selected word's overlay (drawn at this size: a smooth map)
@@ -27,7 +27,7 @@ logic.use_server_threads()
 def get_captioner(source: str | None, stamp: tuple):
     from captioner.inference import Captioner
 
-    captioner = Captioner(source)
+    captioner = Captioner.load(source)
     size = captioner.encoder.config.image_size
     # Warm-up (first decode, matplotlib's colour maps): the first real caption is then as fast as any.
     warm = captioner.caption([Image.new("RGB", (size, size), "white")], beam_size=3)[0]

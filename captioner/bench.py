@@ -1,94 +1,52 @@
-"""Speed and memory measurements behind `attend bench ...` (JSON out, no timed tests).
-
-Each function returns a plain dict; the CLI prints it as JSON.
-"""
+"""The captioner's `attend bench decode` and `attend bench train`: speed and memory as JSON,
+with random weights at the COCO size or the shipped model's."""
 from __future__ import annotations
 
-import resource
-import time
+import shutil
+import tempfile
+from pathlib import Path
 
+import numpy as np
 import torch
 
-from .encoder import EncoderConfig, ImageEncoder
-from .errors import AttendError
+from core.bench import peak_rss_mb, timed, write_random_cache
+from core.errors import AttendError
+from core.features import FeatureCache
+from core.training import make_optimizer
+from core.vocab import Vocab
 
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MB (Linux reports KB)."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
-def timed(fn, repeats: int, warmup: int = 1) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
-
-
-def bench_encoder(sizes=(224, 448), batches=(1, 32), compile: bool = True, repeats: int = 3,
-                  device: str = "cpu") -> dict:
-    """Encoder ms per image at each input size and batch size, on random input.
-
-    With ``compile`` the encoder runs as `attend features` runs it (torch.compile, fixed
-    batch shape); compile time is reported separately and not counted.
-    """
-    from .features import _Runner
-
-    results = []
-    for size in sizes:
-        encoder = ImageEncoder(EncoderConfig(image_size=size)).to(device)
-        for batch in batches:
-            run = _Runner(encoder, batch, compile, log=lambda m: None)
-            x = torch.randn(batch, 3, size, size, device=device)
-            start = time.perf_counter()
-            run(x)
-            first = time.perf_counter() - start
-            seconds = timed(lambda: run(x), repeats=repeats if batch > 1 else 10 * repeats, warmup=1)
-            results.append({"image_size": size, "grid": list(encoder.grid), "batch": batch,
-                            "ms_per_image": round(1000 * seconds / batch, 2),
-                            "first_call_s": round(first, 1)})
-    return {"bench": "encoder", "backbone": "efficientnet-lite0", "compile": compile,
-            "device": device, "threads": torch.get_num_threads(), "results": results,
-            "peak_rss_mb": peak_rss_mb()}
-
+from .data import images_per_batch
+from .decode import beam_search
+from .fast import FastDecoder, TrainingDecoder
+from .model import AttentionDecoder, CaptionerConfig, caption_loss
 
 # The common COCO configuration (ResNet-101 at 448 px, 512/512/512, Karpathy vocabulary).
 COCO_SHAPE = {"grid": [14, 14], "encoder_dim": 2048, "embed_dim": 512, "attention_dim": 512,
               "hidden_dim": 512, "vocab_size": 9490}
 
 
-def _decoder(shape: dict, device: str):
-    from .model import AttentionDecoder, CaptionerConfig
-
+def _decoder(shape: dict, device: str, cls: type[AttentionDecoder] = AttentionDecoder):
     torch.manual_seed(0)
     config = CaptionerConfig(**shape)
-    return AttentionDecoder(config).to(device).eval(), config
+    return cls(config).to(device).eval(), config
 
 
 def bench_decode(shape: dict, steps=(12, 51), beams=(3, 5), batches=(1, 32), device: str = "cpu",
                  repeats: int = 3, weights=("float32", "int8")) -> dict:
     """Beam-search ms per image per step, with random weights and random grids, for each kind
-    of decoder ``weights`` ("int8": ``model.quantized_int8``, CPU only; skipped on CUDA).
+    of decoder ``weights``: "float32" and "int8" (CPU only; skipped on CUDA) through
+    ``fast.FastDecoder``, "plain" through the reference ``model.AttentionDecoder``.
 
     The search is forced to run exactly ``steps`` steps: the output bias of <end> is pushed
     down so the random model never ends early, and max_len cuts the search there, which is
     the worst case for a caption of that length.
     """
-    from .decode import beam_search
-    from .model import quantized_int8
-    from .vocab import Vocab
-
     decoder, config = _decoder(shape, device)
     with torch.no_grad():
         decoder.fc.bias[Vocab.end_id] = -1e4
-    decoders = {"float32": decoder}
+    decoders = {"float32": FastDecoder(decoder), "plain": decoder}
     if "int8" in weights and torch.device(device).type == "cpu":
-        decoders["int8"] = quantized_int8(decoder)
+        decoders["int8"] = FastDecoder(decoder, int8=True)
     p = config.grid[0] * config.grid[1]
     rows = []
     for kind in weights:
@@ -107,41 +65,11 @@ def bench_decode(shape: dict, steps=(12, 51), beams=(3, 5), batches=(1, 32), dev
             "results": rows, "peak_rss_mb": peak_rss_mb()}
 
 
-def write_random_cache(folder, images: int, grid: list[int], dim: int, shard_size: int = 1024) -> "Path":
-    """A feature cache of ``images`` random float16 grids in the layout `attend features` writes
-    (shards of ``shard_size`` rows, their key lists, index.json), filled slice by slice so that
-    writing needs no large buffer. Returns the cache folder."""
-    from pathlib import Path
-
-    import numpy as np
-
-    from .features import _write_index
-    from .prepared import atomic_write_json
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    p = grid[0] * grid[1]
-    block = np.random.default_rng(0).standard_normal((64, p, dim), dtype=np.float32).astype(np.float16)
-    names = []
-    for s, first in enumerate(range(0, images, shard_size)):
-        n = min(shard_size, images - first)
-        name = f"shard_{s:05d}"
-        array = np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=np.float16, shape=(n, p, dim))
-        for i in range(0, n, len(block)):
-            rows = min(len(block), n - i)
-            array[i:i + rows] = block[:rows] + np.float16(first + i)  # every grid on disk, none alike
-        array.flush()
-        del array
-        atomic_write_json(folder / f"{name}.json", {"keys": [f"{first + i:08d}" for i in range(n)], "skipped": []})
-        names.append(name)
-    side = 32 * grid[0]  # index.json records the grid as image_size // 32
-    _write_index(folder, EncoderConfig(backbone="resnet101", image_size=side), names, shard_size)
-    return folder
-
-
 def bench_train(shape: dict, batch: int = 32, caption_len: int = 16, steps: int = 5, cache_images: int = 0,
-                device: str = "cpu", folder: str | None = None, captions_per_image: int = 0) -> dict:
-    """Training captions per second from cached features (forward, loss, backward, Adam).
+                device: str = "cpu", folder: str | None = None, captions_per_image: int = 0,
+                fast: bool = True) -> dict:
+    """Training captions per second from cached features (forward, loss, backward, Adam), with
+    the fast teacher forcing (``fast.TrainingDecoder``) or, ``fast=False``, the plain model.
 
     Batches are made as `attend train captioner` makes them: ``batch`` counts captions, and
     with ``captions_per_image`` K > 0 a batch holds ``batch // K`` grids with K captions each
@@ -154,18 +82,7 @@ def bench_train(shape: dict, batch: int = 32, caption_len: int = 16, steps: int 
     steps one more pass reads every grid of the cache, as an epoch does, so the peak memory
     shows whether it grows with the data set.
     """
-    import shutil
-    import tempfile
-    from pathlib import Path
-
-    import numpy as np
-
-    from .data import images_per_batch
-    from .features import FeatureCache
-    from .model import caption_loss
-    from .training import make_optimizer
-
-    decoder, config = _decoder(shape, device)
+    decoder, config = _decoder(shape, device, TrainingDecoder if fast else AttentionDecoder)
     decoder.train()
     optimizer = make_optimizer(decoder.parameters(), lr=1e-4)  # as `attend train` makes it
     p = config.grid[0] * config.grid[1]
@@ -206,7 +123,8 @@ def bench_train(shape: dict, batch: int = 32, caption_len: int = 16, steps: int 
             swept += len(np.stack([cache[k] for k in keys[i:i + batch]]))
         if temporary:
             shutil.rmtree(folder)
-    return {"bench": "train", "shape": shape, "device": device, "batch": images * k,
+    return {"bench": "train", "shape": shape, "device": device, "path": "fast" if fast else "plain",
+            "batch": images * k,
             "images_per_batch": images, "captions_per_image": captions_per_image, "caption_words": caption_len,
             "captions_per_s": round(images * k / seconds, 1), "ms_per_step": round(1000 * seconds, 1),
             "cache_images": cache_images, "cache_images_read": swept, "peak_rss_mb": peak_rss_mb()}

@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
-from .errors import AttendError
-from .features import FeatureCache
-from .vocab import Vocab
+from core.errors import AttendError
+from core.features import FeatureCache
+from core.vocab import Vocab
 
 
 def _cached(records: list[dict], cache: FeatureCache) -> list[dict]:

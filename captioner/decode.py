@@ -1,9 +1,11 @@
-"""Decoding through ``AttentionDecoder.step`` only: greedy, sampling and batched beam search.
+"""Decoding through the decoder's ``step`` only: greedy, sampling and batched beam search.
 
 Legend: B images, K beams, N = B * K rows decoded together, L words so far, P regions, V vocabulary.
 
-Every function takes the feature grids (B, P, D) and returns, per image in input order,
-the word ids (without <start>/<end>), the attention map of every word (L, P), and a score.
+Every function takes a decoder -- the plain ``model.AttentionDecoder`` or the fast
+``fast.FastDecoder``, which give the same captions -- and the feature grids (B, P, D), and
+returns, per image in input order, the word ids (without <start>/<end>), the attention
+map of every word (L, P), and a score.
 """
 from __future__ import annotations
 
@@ -11,8 +13,12 @@ from dataclasses import dataclass
 
 import torch
 
+from core.vocab import Vocab
+
+from .fast import FastDecoder
 from .model import AttentionDecoder
-from .vocab import Vocab
+
+Decoder = AttentionDecoder | FastDecoder  # anything with prepare / init_state / step
 
 
 @dataclass
@@ -22,17 +28,13 @@ class Decoded:
     score: float                # sum of log-probabilities (beam: after the length penalty)
 
 
-def _select(state: tuple, rows: torch.Tensor) -> tuple:
-    return tuple(None if s is None else s.index_select(0, rows) for s in state)
-
-
 @torch.no_grad()
-def greedy(decoder: AttentionDecoder, features: torch.Tensor, max_len: int | None = None) -> list[Decoded]:
+def greedy(decoder: Decoder, features: torch.Tensor, max_len: int | None = None) -> list[Decoded]:
     return sample(decoder, features, max_len=max_len, temperature=0.0)
 
 
 @torch.no_grad()
-def sample(decoder: AttentionDecoder, features: torch.Tensor, max_len: int | None = None,
+def sample(decoder: Decoder, features: torch.Tensor, max_len: int | None = None,
            temperature: float = 1.0, top_k: int = 0, generator: torch.Generator | None = None) -> list[Decoded]:
     """Draw one caption per image; ``temperature=0`` is greedy (argmax) decoding."""
     max_len = max_len or decoder.config.max_len
@@ -78,7 +80,7 @@ def length_normalizer(length: torch.Tensor, length_penalty: float) -> torch.Tens
 
 
 @torch.no_grad()
-def beam_search(decoder: AttentionDecoder, features: torch.Tensor, beam_size: int = 3,
+def beam_search(decoder: Decoder, features: torch.Tensor, beam_size: int = 3,
                 max_len: int | None = None, length_penalty: float = 0.0) -> list[Decoded]:
     """Beam search for a batch of images at once, vectorised over images x beams.
 
@@ -90,7 +92,7 @@ def beam_search(decoder: AttentionDecoder, features: torch.Tensor, beam_size: in
     b, k = features.shape[0], beam_size
     device = features.device
     memory = decoder.prepare(features)                                               # per image, shared by its beams
-    state = _select(decoder.init_state(memory), torch.arange(b, device=device).repeat_interleave(k))  # (N, ...)
+    state = decoder.init_state(memory).select(torch.arange(b, device=device).repeat_interleave(k))  # (N, ...)
     tokens = torch.full((b * k,), Vocab.start_id, dtype=torch.long, device=device)   # (N,)
     # Only the first beam of each image is live at the start: the others are copies.
     scores = torch.full((b, k), float("-inf"), device=device)
@@ -112,7 +114,7 @@ def beam_search(decoder: AttentionDecoder, features: torch.Tensor, beam_size: in
         scores, flat = total.topk(k, dim=1)                                          # (B, K)
         origin = (base + flat // vocab).reshape(-1)                                  # (N,) rows they extend
         tokens = (flat % vocab).reshape(-1)                                          # (N,)
-        state = _select(state, origin)
+        state = state.select(origin)
         was_done = done.index_select(0, origin)
         lengths = lengths.index_select(0, origin) + (~was_done).long()
         done = was_done | (tokens == Vocab.end_id)
@@ -135,7 +137,7 @@ def beam_search(decoder: AttentionDecoder, features: torch.Tensor, beam_size: in
     return results
 
 
-def decode(decoder: AttentionDecoder, features: torch.Tensor, beam_size: int = 1, **kwargs) -> list[Decoded]:
+def decode(decoder: Decoder, features: torch.Tensor, beam_size: int = 1, **kwargs) -> list[Decoded]:
     """Beam search for ``beam_size`` > 1, greedy decoding otherwise."""
     if beam_size > 1:
         return beam_search(decoder, features, beam_size=beam_size, **kwargs)

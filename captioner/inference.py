@@ -8,14 +8,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .decode import decode
-from .encoder import ImageEncoder
-from .errors import AttendError
-from .images import load_image, resize_for_model, to_tensor
-from .pipeline import load_captioner
+from core.encoder import ImageEncoder
+from core.images import load_image, resize_for_model, to_tensor
+from core.vocab import Vocab
 
-WEIGHTS = Path(__file__).parent / "weights"
-DEFAULT_CHECKPOINT = WEIGHTS / "scenes.pt"
+from .checkpoint import load_captioner, resolve_checkpoint
+from .decode import Decoder, decode
 
 
 @dataclass
@@ -34,17 +32,26 @@ class CaptionResult:
 
 
 class Captioner:
-    """A trained decoder with the encoder it was trained on."""
+    """A trained decoder with the encoder it was trained on.
 
-    def __init__(self, checkpoint: str | Path | None = None, device: str | None = None, int8: bool = False):
-        path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
-        if checkpoint is None and not path.exists():
-            raise AttendError(f"{path}: the default captioner is missing from this installation")
-        self.device = torch.device(device or ("cpu" if int8 or not torch.cuda.is_available() else "cuda"))
-        self.decoder, self.vocab, encoder_config, self.checkpoint = load_captioner(path, self.device, int8=int8)
-        self.encoder = ImageEncoder(encoder_config).to(self.device)
-        self.path = path
+    ``Captioner.load()`` (the shipped scenes model), ``Captioner.load("scenes")`` or a path;
+    ``captioner.caption(images)`` captions images given as paths, bytes, file objects or PIL images.
+    """
 
+    def __init__(self, decoder: Decoder, vocab: Vocab, encoder: ImageEncoder, checkpoint: dict,
+                 device: torch.device, path: Path):
+        self.decoder, self.vocab, self.encoder = decoder, vocab, encoder
+        self.checkpoint, self.device, self.path = checkpoint, device, path
+
+    @classmethod
+    def load(cls, checkpoint: str | Path | None = None, device: str | torch.device | None = None,
+             int8: bool = False, fast: bool = True) -> Captioner:
+        """``checkpoint``: a path or a shipped model's name (None: ``scenes``); ``device``: default
+        CUDA when there is one; ``int8``: int8 per-step weights (CPU); ``fast=False``: the plain model."""
+        device = torch.device(device or ("cpu" if int8 or not torch.cuda.is_available() else "cuda"))
+        path = resolve_checkpoint(checkpoint)
+        decoder, vocab, encoder_config, state = load_captioner(path, device, int8=int8, fast=fast)
+        return cls(decoder, vocab, ImageEncoder(encoder_config).to(device), state, device, path)
     @torch.inference_mode()
     def caption(self, sources: list, beam_size: int = 3, batch_size: int = 16, names: list[str] | None = None,
                 length_penalty: float = 0.0) -> list[CaptionResult]:

@@ -9,7 +9,7 @@ Two readers, one output (see ``captioner/prepared.py``):
   ``dataset_flickr8k.json``, ``dataset_flickr30k.json``), the standard captioning
   benchmark splits; ``restval`` joins ``train``.
 
-Every caption is tokenized with ``captioner.vocab.tokenize`` -- the one tokenizer used
+Every caption is tokenized with ``core.vocab.tokenize`` -- the one tokenizer used
 for training, decoding and the demo -- and the vocabulary comes from the train split only.
 Note ``Vocab.build`` keeps words seen *at least* ``min_count`` times; the common
 "words seen more than 5 times" vocabulary is ``min_count=6``.
@@ -21,9 +21,9 @@ import io
 import os
 from pathlib import Path
 
-from captioner.errors import AttendError
-from captioner.prepared import CAPTIONS, add_images, read_json, write_prepared
-from captioner.vocab import Vocab, tokenize
+from core.errors import AttendError
+from core.prepared import CAPTIONS, add_images, read_json, write_prepared
+from core.vocab import Vocab, tokenize
 
 KARPATHY_SPLITS = {"train": "train", "restval": "train", "val": "val", "test": "test"}
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from captioner.errors import AttendError
-from captioner.prepared import VQA, add_images, write_prepared
-from captioner.vocab import Vocab, tokenize
+from core.errors import AttendError
+from core.prepared import VQA, add_images, write_prepared
+from core.vocab import Vocab, tokenize
 
 VAL_FRACTION = 0.1
 YES_NO = frozenset({"yes", "no"})

@@ -12,10 +12,10 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from captioner.errors import AttendError
-from captioner.prepared import VQA, add_images, read_json, write_prepared
-from captioner.vocab import Vocab, tokenize
-from vqa.metrics import normalize_answer, soft_scores
+from core.errors import AttendError
+from core.prepared import VQA, add_images, read_json, write_prepared
+from core.vocab import Vocab, tokenize
+from core.answers import normalize_answer, soft_scores
 
 QUESTION_FILE_KEYS = ("info", "task_type", "data_type", "data_subtype", "questions")
 QUESTION_KEYS = ("image_id", "question", "question_id")

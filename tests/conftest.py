@@ -63,7 +63,7 @@ def scenes_prepared(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def scenes_dir(scenes_prepared, tmp_path_factory) -> Path:
     """The prepared scenes plus the EfficientNet-Lite0 224 px feature cache (eager, no compile)."""
-    from captioner.features import write_features
+    from core.features import write_features
 
     out = tmp_path_factory.mktemp("scenes_features") / "data"
     shutil.copytree(scenes_prepared, out)
@@ -85,7 +85,7 @@ def scenes_copy(scenes_prepared, tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def encoder():
     """The default encoder: EfficientNet-Lite0 with the packaged ImageNet weights, 224 px, frozen."""
-    from captioner.encoder import ImageEncoder
+    from core.encoder import ImageEncoder
 
     return ImageEncoder()
 
@@ -98,8 +98,8 @@ def tiny_captioner(scenes_dir, tmp_path_factory) -> Path:
     quality. last.pt rather than best.pt: validation BLEU-4 of so small a model stays 0, so
     best.pt would be the first epoch's model, which may decode <end> straight away.
     """
-    from captioner.pipeline import train_captioner
-    from captioner.training import TrainConfig
+    from captioner.train import train_captioner
+    from core.training import TrainConfig
 
     run = tmp_path_factory.mktemp("tiny_captioner") / "run"
     # 4 epochs of 7 steps: enough that greedy decoding starts with "a ..." rather than <end>

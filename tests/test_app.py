@@ -18,12 +18,12 @@ import torch
 from PIL import Image
 
 from apps import app_logic as logic
-from captioner.encoder import EncoderConfig
-from captioner.images import ImageError, load_image, resize_for_model
+from core.encoder import EncoderConfig
+from core.images import ImageError, load_image, resize_for_model
 from captioner.model import AttentionDecoder, CaptionerConfig
-from captioner.overlay import overlay
-from captioner.training import save_checkpoint
-from captioner.vocab import SPECIALS, Vocab
+from core.overlay import overlay
+from core.checkpoint import save_checkpoint
+from core.vocab import SPECIALS, Vocab
 from data_prep.scenes import make_scene
 from vqa.model import VQAConfig, VQANet
 
@@ -138,7 +138,7 @@ def test_upload_captions_with_a_map_per_word(app, tiny_models):
 
     data = scene_png(1)
     app.file_uploader(key="upload").set_value(("scene.png", data, "image/png")).run()
-    expected = Captioner(tiny_models[0]).caption([data], beam_size=3)[0]
+    expected = Captioner.load(tiny_models[0]).caption([data], beam_size=3)[0]
     assert caption_of(app) == expected.caption
     assert_captioned(app, len(expected.tokens))
 
@@ -148,7 +148,7 @@ def test_upload_captions_with_a_map_per_word(app, tiny_models):
         words.set_value(1).run()
         assert any(c.startswith(f'"{expected.tokens[1]}"') for image in images(app) for c in image.captions)
     app.slider(key="beam").set_value(1).run()
-    assert caption_of(app) == Captioner(tiny_models[0]).caption([data], beam_size=1)[0].caption
+    assert caption_of(app) == Captioner.load(tiny_models[0]).caption([data], beam_size=1)[0].caption
     assert not app.exception
 
 
@@ -281,21 +281,21 @@ def test_missing_default_models_get_a_clear_message(tmp_path, monkeypatch):
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    import captioner.inference
-    import vqa.pipeline
+    import captioner.checkpoint
+    import vqa.checkpoint
 
     monkeypatch.delenv(logic.ENV_CAPTIONER, raising=False)
     monkeypatch.delenv(logic.ENV_VQA, raising=False)
-    monkeypatch.setattr(captioner.inference, "DEFAULT_CHECKPOINT", tmp_path / "scenes.pt")
-    monkeypatch.setitem(vqa.pipeline.SHIPPED, "scenes", tmp_path / "vqa_scenes.pt")
+    monkeypatch.setitem(captioner.checkpoint.SHIPPED, "scenes", tmp_path / "scenes.pt")
+    monkeypatch.setitem(vqa.checkpoint.SHIPPED, "scenes", tmp_path / "vqa_scenes.pt")
     st.cache_resource.clear()  # a default loaded by an earlier test must not hide the problem
     try:
         at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
         at.run()
         assert not at.exception
         errors = texts(at.error)
-        assert any("default captioner is missing" in e and "Checkpoint file" in e for e in errors), errors
-        assert any("shipped scenes model is missing" in e for e in errors), errors
+        assert any("shipped scenes captioner model is missing" in e and "Checkpoint file" in e for e in errors), errors
+        assert any("shipped scenes VQA model is missing" in e for e in errors), errors
         at.file_uploader(key="upload").set_value(("scene.png", scene_png(1), "image/png")).run()
         assert not at.exception
         assert any("No captioner is loaded" in c for c in texts(at.caption))
@@ -310,7 +310,7 @@ SHIPPED = Path(logic.__file__).parent.parent / "captioner" / "weights" / "scenes
 def test_default_models_caption_a_scene(monkeypatch, tiny_models):
     from streamlit.testing.v1 import AppTest
 
-    from vqa.pipeline import SHIPPED as VQA_SHIPPED
+    from vqa.checkpoint import SHIPPED as VQA_SHIPPED
 
     monkeypatch.delenv(logic.ENV_CAPTIONER, raising=False)
     if VQA_SHIPPED["scenes"].is_file():
@@ -361,7 +361,7 @@ def test_overlays_are_drawn_on_the_exact_image_the_model_saw(tiny_models):
     buffer = io.BytesIO()
     photo.save(buffer, format="PNG")
     picture = logic.read_picture(buffer.getvalue(), "photo.png")
-    result = Captioner(tiny_models[0]).caption([picture.image])[0]
+    result = Captioner.load(tiny_models[0]).caption([picture.image])[0]
     seen = resize_for_model(load_image(buffer.getvalue()), 64)
     np.testing.assert_array_equal(np.asarray(result.image), np.asarray(seen))
     np.testing.assert_array_equal(np.asarray(logic.model_view(picture.image, 64)), np.asarray(seen))

@@ -80,10 +80,10 @@ def scene_file(folder: Path, index: int) -> Path:
 
 def models(tmp_path: Path) -> tuple[dict, str]:
     """Environment for the server and a line saying which models it runs."""
-    from captioner.inference import DEFAULT_CHECKPOINT
-    from vqa.pipeline import SHIPPED
+    from captioner.checkpoint import SHIPPED as CAPTIONER_SHIPPED
+    from vqa.checkpoint import SHIPPED
 
-    shipped = {logic.ENV_CAPTIONER: DEFAULT_CHECKPOINT, logic.ENV_VQA: SHIPPED["scenes"]}
+    shipped = {logic.ENV_CAPTIONER: CAPTIONER_SHIPPED["scenes"], logic.ENV_VQA: SHIPPED["scenes"]}
     env = {var: os.environ[var] for var in shipped if os.environ.get(var)}
     said = {var: f"{path} (from {var})" for var, path in env.items()}
     missing = [var for var, path in shipped.items() if var not in env and not path.is_file()]

@@ -21,10 +21,10 @@ import torch
 from PIL import Image, ImageDraw
 
 from apps.cli import main
-from captioner.evaluate import bleu, coco_metrics
+from captioner.metrics import bleu, coco_metrics
 from captioner.inference import Captioner
-from captioner.overlay import heatmap, normalise_map
-from captioner.training import load_checkpoint
+from core.overlay import heatmap, normalise_map
+from core.checkpoint import load_checkpoint
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 COLOURS = {"red": (210, 40, 40), "blue": (40, 60, 210), "green": (40, 160, 60)}
@@ -120,7 +120,7 @@ def test_coco_prepare_features_train_evaluate_resume(tmp_path, capsys, one_threa
     assert {"bleu1", "bleu2", "bleu3", "bleu4", "coco_bleu1", "coco_bleu4", "cider", "rouge_l"} <= metrics.keys()
     for name in ("bleu1", "bleu4", "cider", "rouge_l"):
         assert isinstance(metrics[name], (int, float)) and 0 <= metrics[name] <= 1000
-    if shutil.which("java"):  # METEOR runs when Java is installed (FACTS.md), SPICE never
+    if shutil.which("java"):  # METEOR runs when Java is installed, SPICE never
         assert isinstance(metrics["meteor"], (int, float)) and "meteor_error" not in metrics
     assert "spice" not in metrics
     assert "object_accuracy" not in metrics  # scenes-only measures stay out of COCO results
@@ -201,7 +201,7 @@ def test_init_fine_tunes_from_a_checkpoint_with_changed_options(tiny_captioner, 
 def no_meteor(monkeypatch):
     """coco_metrics runs METEOR only when Java is found; these tests are about BLEU, and
     METEOR's Java start-up costs seconds."""
-    monkeypatch.setattr("captioner.evaluate.shutil.which", lambda name: None)
+    monkeypatch.setattr("captioner.metrics.shutil.which", lambda name: None)
 
 
 def test_bleu_one_by_hand(no_meteor):
@@ -259,9 +259,10 @@ def _ddp_worker(rank: int, world_size: int, port: int, data_dir: str, run_dir: s
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    import captioner.pipeline as pipeline
-    import captioner.training as training
-    from captioner.training import TrainConfig
+    import captioner.train as pipeline
+    import core.checkpoint as checkpoint
+    import core.training as training
+    from core.training import TrainConfig
 
     writes, hashes = [], {}
     real_write, real_fit = training.atomic_write_bytes, training.fit
@@ -276,7 +277,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, data_dir: str, run_dir: s
         hashes["after"] = _state_hash(model.state_dict())
         return result
 
-    training.atomic_write_bytes, pipeline.fit = recording_write, hashing_fit
+    training.atomic_write_bytes, checkpoint.atomic_write_bytes, pipeline.fit = recording_write, recording_write, hashing_fit
     train = TrainConfig(out_dir=run_dir, epochs=1, batch_size=4, lr=1e-2, warmup_steps=1)
     pipeline.train_captioner(data_dir, run_dir, {"hidden_dim": 32, "embed_dim": 16, "attention_dim": 16},
                              train, device="cpu", log=lambda m: None)
@@ -332,7 +333,7 @@ def test_caption_json_batched_in_input_order_with_attention_pngs(tiny_captioner,
     assert any(r["tokens"] for r in rows), "the tiny model wrote no word at all: nothing was checked"
 
     # One image at a time through the library gives the same words and maps, in the same order.
-    captioner = Captioner(tiny_captioner, device="cpu")
+    captioner = Captioner.load(tiny_captioner, device="cpu")
     singles = [captioner.caption([str(p)], beam_size=1)[0] for p in images]
     for r, single in zip(rows, singles):
         assert r["tokens"] == single.tokens
@@ -383,18 +384,18 @@ def test_shipped_captioner_on_scenes_of_a_seed_it_never_saw(tmp_path):
     """The shipped model, on 40 scenes generated now with a seed no training run used, scored
     with the same object and pointing accuracy as `attend evaluate`. The floors sit below
     the README's figures on 500 scenes (a small sample varies) and above the previous model's."""
-    from captioner.encoder import EncoderConfig
-    from captioner.features import write_features
-    from captioner.inference import DEFAULT_CHECKPOINT
-    from captioner.pipeline import evaluate_captioner
-    from captioner.training import load_checkpoint
+    from core.encoder import EncoderConfig
+    from core.features import write_features
+    from captioner.checkpoint import SHIPPED
+    from captioner.train import evaluate_captioner
+    from core.checkpoint import load_checkpoint
     from data_prep.scenes import generate_scenes
 
     data = tmp_path / "unseen"
     generate_scenes(data, seed=90210, counts={"train": 1, "val": 1, "test": 40}, workers=1)
-    encoder = EncoderConfig(**load_checkpoint(DEFAULT_CHECKPOINT, "captioner")["encoder"])  # the model's own
+    encoder = EncoderConfig(**load_checkpoint(SHIPPED["scenes"], "captioner")["encoder"])  # the model's own
     write_features(data, encoder, compile=False, workers=0, progress=False, log=lambda m: None)
-    metrics = evaluate_captioner(DEFAULT_CHECKPOINT, data, split="test", beam_size=3, device="cpu")
+    metrics = evaluate_captioner(SHIPPED["scenes"], data, split="test", beam_size=3, device="cpu")
     assert metrics["images"] == 40
     # This model: 97.5 / 97.1 / 96.7 (on 500 unseen scenes its pointing is 99.2); the one
     # before it (3 epochs): 97.5 / 99.0 / 95.9; before that (14x14, last stage

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from apps.cli import main
-from captioner.prepared import CAPTIONS, IMAGES, write_prepared
+from core.prepared import CAPTIONS, IMAGES, write_prepared
 
 ATTEND = Path(sys.executable).parent / "attend"   # the installed console script of this venv
 
@@ -116,9 +116,9 @@ def test_evaluate_without_prepared_data(tiny_captioner, tmp_path, capsys):
 def test_evaluate_without_the_checkpoints_feature_cache_names_the_command(scenes_dir, capsys):
     """The shipped captioner reads 448 px middle-level features; data encoded otherwise gets
     the exact `attend features` command that writes the cache it needs."""
-    from captioner.inference import DEFAULT_CHECKPOINT
+    from captioner.checkpoint import SHIPPED
 
-    line = _error_line(capsys, ["evaluate", "captioner", "--checkpoint", DEFAULT_CHECKPOINT, "--data", scenes_dir])
+    line = _error_line(capsys, ["evaluate", "captioner", "--checkpoint", SHIPPED["scenes"], "--data", scenes_dir])
     assert line.endswith(f"no feature cache here (run `attend features --data {scenes_dir} "
                          "--image-size 448 --mid-level` first)"), line
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from captioner.encoder import IMAGENET_MEAN, IMAGENET_STD, EncoderConfig, ImageEncoder
-from captioner.errors import AttendError
-from captioner.features import RELEASE_BYTES, FeatureCache, _Runner, cache_dir, write_features
-from captioner.images import load_tensor
-from captioner.prepared import image_paths
+from core.encoder import IMAGENET_MEAN, IMAGENET_STD, EncoderConfig, ImageEncoder
+from core.errors import AttendError
+from core.features import RELEASE_BYTES, FeatureCache, _Runner, cache_dir, write_features
+from core.images import load_tensor
+from core.prepared import image_paths
 
 
 def _quiet(_message: str) -> None:
@@ -164,7 +164,7 @@ def test_resnet50_from_a_local_state_dict(tmp_path):
 
 
 # Measured here: 12-25 s with inductor's on-disk cache warm, 125 s with a cold cache on the
-# 2-core machine under a load of 6 (FACTS.md: ~25 s idle). Marked slow for `-m "not slow"`.
+# 2-core machine under a load of 6 (~25 s idle). Marked slow for `-m "not slow"`.
 @pytest.mark.slow
 def test_compiled_runner_gives_the_eager_features(encoder, scenes_prepared, monkeypatch):
     """torch.compile (a ~25 s compile on this CPU) must not change the features. The runner
@@ -324,12 +324,12 @@ def test_sweeping_a_cache_keeps_the_resident_set_small(tmp_path):
     import subprocess
     import sys
 
-    from captioner.bench import write_random_cache
+    from core.bench import write_random_cache
 
     write_random_cache(tmp_path, images=1600, grid=[7, 7], dim=1280, shard_size=400)  # 1600 x 125 KB
     script = (
         "import sys\n"
-        "from captioner.features import FeatureCache\n"
+        "from core.features import FeatureCache\n"
         "def file_mb():\n"
         "    return int(open('/proc/self/status').read().split('RssFile:')[1].split()[0]) // 1024\n"
         "cache = FeatureCache(sys.argv[1])\n"

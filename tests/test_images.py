@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from captioner.errors import AttendError
-from captioner.images import (
+from core.errors import AttendError
+from core.images import (
     MAX_PIXELS,
     ImageError,
     load_image,

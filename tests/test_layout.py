@@ -1,6 +1,13 @@
-"""Imports point one way (STYLE.md): the library never imports the apps or streamlit, and
-the captioner does not import vqa or data_prep. Checked by parsing the source with ``ast``,
-so a test that imported the modules cannot hide a lazy import inside a function."""
+"""The layout's rules (STYLE.md), checked by parsing the source with ``ast``, so a lazy import
+inside a function cannot hide:
+
+* imports point down: apps -> captioner, vqa -> data_prep -> core;
+* the tasks (captioner, vqa) never import each other; core imports no other package of
+  the project; data_prep imports only core (no task's model or metrics); the library never
+  imports the apps or streamlit;
+* no two modules import each other;
+* the two tasks are symmetric: the same file names for the same roles.
+"""
 from __future__ import annotations
 
 import ast
@@ -11,12 +18,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LIBRARY = ("captioner", "vqa", "data_prep")
+LIBRARY = ("core", "data_prep", "captioner", "vqa")
+PACKAGES = (*LIBRARY, "apps")
 FORBIDDEN = {
-    "captioner": {"apps", "streamlit", "vqa", "data_prep"},
-    "vqa": {"apps", "streamlit"},
-    "data_prep": {"apps", "streamlit"},
+    "core": {"apps", "streamlit", "captioner", "vqa", "data_prep"},
+    "data_prep": {"apps", "streamlit", "captioner", "vqa"},
+    "captioner": {"apps", "streamlit", "vqa"},
+    "vqa": {"apps", "streamlit", "captioner"},
 }
+TASK_ROLES = {"model.py", "data.py", "train.py", "checkpoint.py", "inference.py", "bench.py", "metrics.py"}
 
 
 def imported_modules(source: str, module: str, is_package: bool = False) -> set[str]:
@@ -43,8 +53,8 @@ def imported_modules(source: str, module: str, is_package: bool = False) -> set[
     return found
 
 
-def _library_files():
-    for package in LIBRARY:
+def _library_files(packages=LIBRARY):
+    for package in packages:
         for path in sorted((ROOT / package).rglob("*.py")):
             relative = path.relative_to(ROOT).with_suffix("")
             parts = relative.parts[:-1] if relative.name == "__init__" else relative.parts
@@ -69,10 +79,10 @@ def later():
 
 def test_library_files_are_found():
     files = {name for _, _, name, _ in _library_files()}
-    assert {"captioner.encoder", "captioner.features", "captioner.pipeline", "vqa.model", "data_prep.coco",
-            "data_prep.scenes"} <= files
+    assert {"core.encoder", "core.features", "captioner.train", "vqa.model", "data_prep.coco",
+            "data_prep.scenes", "data_prep.scenes.measures"} <= files
     inference = ROOT / "captioner" / "inference.py"
-    assert {"captioner.pipeline", "captioner.encoder"} <= imported_modules(inference.read_text(), "captioner.inference")
+    assert {"captioner.checkpoint", "core.encoder"} <= imported_modules(inference.read_text(), "captioner.inference")
 
 
 @pytest.mark.parametrize("package", LIBRARY)
@@ -86,6 +96,19 @@ def test_imports_point_one_way(package):
             if top in FORBIDDEN[package]:
                 offences.append(f"{path.relative_to(ROOT)} imports {name}")
     assert offences == []
+
+
+def test_no_two_modules_import_each_other():
+    modules = {name: (path, is_package) for _, path, name, is_package in _library_files(PACKAGES)}
+    imports = {name: {m for m in imported_modules(path.read_text(), name, is_package) if m in modules and m != name}
+               for name, (path, is_package) in modules.items()}
+    circles = sorted({tuple(sorted((a, b))) for a, names in imports.items() for b in names if a in imports[b]})
+    assert circles == []
+
+
+def test_the_tasks_are_symmetric():
+    for task in ("captioner", "vqa"):
+        assert TASK_ROLES <= {p.name for p in (ROOT / task).glob("*.py")}, task
 
 
 def test_console_script_is_apps_cli_main():

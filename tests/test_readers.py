@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from captioner.errors import AttendError
-from captioner.prepared import CAPTIONS, VQA, image_paths, read_prepared
-from captioner.vocab import SPECIALS, tokenize
+from core.errors import AttendError
+from core.prepared import CAPTIONS, VQA, image_paths, read_prepared
+from core.vocab import SPECIALS, tokenize
 from data_prep.coco import prepare_coco_captions, prepare_karpathy
 from data_prep.easy_vqa import prepare_easy_vqa
 from data_prep.vqa_v2 import prepare_vqa

@@ -1,4 +1,4 @@
-"""The generated shape scenes (data_prep/scenes.py) and their measures (captioner/scenes_metrics.py)."""
+"""The generated shape scenes and their measures (data_prep/scenes/)."""
 from __future__ import annotations
 
 import contextlib
@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioner.scenes_metrics import (caption_correct, caption_errors, parse_caption,
-                                      parse_caption_full, pointing_hits, score_scenes)
-from captioner.vocab import tokenize
+from core.vocab import tokenize
 from data_prep import scenes
-from data_prep.scenes import RGB, SIDE, describe, generate_scenes, make_scene, scene_objects
+from data_prep.scenes import (RGB, SIDE, caption_correct, caption_errors, describe, generate_scenes, make_scene,
+                              parse_caption, parse_caption_full, pointing_hits, scene_objects, score_scenes)
 
 COUNTS = {"train": 24, "val": 8, "test": 8}
 SPLITS = ("train", "val", "test")
@@ -448,7 +447,7 @@ def test_answers_agree_with_instances_and_are_balanced(data, truth):
                     or importlib.util.find_spec("data_prep.vqa_v2") is None,
                     reason="COCO / VQA v2 preparers not present")
 def test_prepare_writes_the_prepared_layout(tmp_path):
-    from captioner.prepared import CAPTIONS, IMAGES, VQA, image_paths, read_prepared
+    from core.prepared import CAPTIONS, IMAGES, VQA, image_paths, read_prepared
     summary = generate_scenes(tmp_path, 1, {"train": 12, "val": 4}, workers=2, prepare=True)
     assert summary["prepared"] is True
     caps = read_prepared(tmp_path, CAPTIONS)

@@ -5,9 +5,9 @@ processDigitArticle by hand in the comment next to it.
 """
 import pytest
 
-from captioner.errors import AttendError
-from vqa.metrics import (CONTRACTIONS, exact_match, normalize_answer, process_punctuation,
-                         soft_scores, summarize, vqa_accuracy)
+from core.errors import AttendError
+from core.answers import CONTRACTIONS, exact_match, normalize_answer, process_punctuation, soft_scores, vqa_accuracy
+from vqa.metrics import summarize
 
 
 @pytest.mark.parametrize("raw, expected", [

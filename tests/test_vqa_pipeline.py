@@ -8,13 +8,14 @@ import pytest
 from PIL import Image
 
 from apps.cli import main
-from captioner.encoder import EncoderConfig
-from captioner.features import write_features
-from captioner.prepared import read_prepared
-from captioner.training import TrainConfig
+from core.encoder import EncoderConfig
+from core.features import write_features
+from core.prepared import read_prepared
+from core.training import TrainConfig
 from data_prep.scenes import make_scene
 from data_prep.vqa_v2 import prepare_vqa
-from vqa.pipeline import SHIPPED, evaluate_vqa, load_vqa, train_vqa
+from vqa.checkpoint import SHIPPED, load_vqa
+from vqa.train import evaluate_vqa, train_vqa
 
 COLOURS = {"red": (220, 40, 40), "blue": (40, 60, 220), "green": (40, 170, 60)}
 

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from captioner.bench import peak_rss_mb, timed
-from captioner.encoder import ImageEncoder
-from captioner.vocab import SPECIALS, Vocab, tokenize
+from core.bench import peak_rss_mb, timed
+from core.encoder import ImageEncoder
+from core.vocab import SPECIALS, Vocab, tokenize
 
 from .inference import Answerer
 from .model import VQAConfig, VQANet

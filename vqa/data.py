@@ -14,9 +14,9 @@ from collections import defaultdict
 import torch
 from torch.utils.data import Dataset
 
-from captioner.errors import AttendError
-from captioner.features import FeatureCache
-from captioner.vocab import Vocab
+from core.errors import AttendError
+from core.features import FeatureCache
+from core.vocab import Vocab
 
 MAX_QUESTION_TOKENS = 40  # longer questions are refused at inference and cut in training
 

@@ -18,12 +18,12 @@ from typing import Any, Sequence
 
 import torch
 
-from captioner.encoder import ImageEncoder
-from captioner.errors import AttendError
-from captioner.vocab import tokenize
+from core.encoder import ImageEncoder
+from core.errors import AttendError
+from core.vocab import tokenize
 
 from .data import MAX_QUESTION_TOKENS, pad_questions, question_ids
-from .pipeline import load_vqa
+from .checkpoint import load_vqa
 
 
 ENCODE_BATCH = 32

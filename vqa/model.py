@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from captioner.model import coordinate_features
+from core.position import coordinate_features
 
 PAD_ID = 0
 POSITION_BANDS = 4  # coordinate_features gives 4 * bands = 16 channels per cell

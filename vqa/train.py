@@ -1,6 +1,6 @@
 """Train and evaluate the VQA model on a prepared data folder (`attend train/evaluate vqa`).
 
-Training runs the shared loop (``captioner.training.fit``): resume, torchrun, the metrics
+Training runs the shared loop (``core.training.fit``): resume, torchrun, the metrics
 log and plot come from there. Evaluation answers every question of a split, scores it
 with the official VQA accuracy (10 human answers) or exact match (one answer, easy-VQA),
 and writes the answers in the official results format ``[{question_id, answer}]``.
@@ -14,36 +14,21 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from captioner import distributed
-from captioner.encoder import EncoderConfig
-from captioner.errors import AttendError
-from captioner.features import FeatureCache
-from captioner.prepared import VQA, atomic_write_json, split_records
-from captioner.training import TrainConfig, export_checkpoint, fit, load_checkpoint
-from captioner.vocab import Vocab
+from core import distributed
+from core.encoder import EncoderConfig
+from core.errors import AttendError
+from core.features import FeatureCache
+from core.prepared import VQA, atomic_write_json, split_records
+from core.checkpoint import export_checkpoint
+from core.training import TrainConfig, fit
+from core.vocab import Vocab
 
+from .checkpoint import KIND, load_vqa
 from .data import Collate, VQAExamples
 from .metrics import exact_match, summarize, vqa_accuracy
 from .model import VQAConfig, VQANet, vqa_loss
 
-KIND = "vqa"
-WEIGHTS = Path(__file__).parent / "weights"
-SHIPPED = {"scenes": WEIGHTS / "scenes.pt", "easy-vqa": WEIGHTS / "easy_vqa.pt"}
-DEFAULT_CHECKPOINT = "scenes"
-METRICS = ("vqa", "exact")
-
-
-def resolve_checkpoint(checkpoint: str | Path | None) -> Path:
-    """A checkpoint path, or the name of a shipped model (``scenes``, ``easy-vqa``; None = scenes)."""
-    name = DEFAULT_CHECKPOINT if checkpoint is None else str(checkpoint)
-    if name in SHIPPED:
-        path = SHIPPED[name]
-        if not path.is_file():
-            raise AttendError(f"the shipped {name} model is missing ({path}); reinstall attend "
-                              "or pass --checkpoint PATH")
-        return path
-    return Path(checkpoint)
-
+METRICS = ("vqa", "exact")  # how a data set's answers are scored: 10 humans, or one answer
 
 # ---------------------------------------------------------------- answering a split
 
@@ -156,25 +141,7 @@ def train_vqa(data_dir: str | Path, out_dir: str | Path, model_overrides: dict, 
     return result
 
 
-# ---------------------------------------------------------------- loading, evaluation
-
-def load_vqa(checkpoint: str | Path | None = None, device: str | torch.device = "cpu"):
-    """Rebuild the model from one checkpoint file (or a shipped name).
-
-    Returns (net in eval mode, question vocab, answers, encoder config, checkpoint dict).
-    """
-    path = resolve_checkpoint(checkpoint)
-    state = load_checkpoint(path, KIND)
-    try:
-        net = VQANet(VQAConfig(**state["config"]))
-        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()})
-        vocab = Vocab.from_dict(state["question_vocab"])
-        answers = list(state["answers"])
-        encoder = EncoderConfig(**state["encoder"])
-    except (KeyError, TypeError, RuntimeError, ValueError) as e:
-        raise AttendError(f"{path}: VQA checkpoint does not match this version ({type(e).__name__})") from None
-    return net.to(device).eval(), vocab, answers, encoder, state
-
+# ---------------------------------------------------------------- evaluation
 
 def evaluate_vqa(checkpoint: str | Path, data_dir: str | Path, split: str = "test", out: str | Path | None = None,
                  device: str | None = None, batch_size: int = 64) -> dict:

@@ -1,25 +1,35 @@
-"""Train and evaluate the captioner on a prepared data folder (what `attend train/evaluate captioner` run)."""
+"""Train and evaluate the captioner on a prepared data folder (`attend train/evaluate captioner`).
+
+Training runs the shared loop (``core.training.fit``) on cached features with the fast
+teacher forcing (``fast.TrainingDecoder``; ``fast=False``: the plain model), and validates
+each epoch by greedy decoding. Evaluation decodes a whole split and scores it with BLEU, the
+COCO toolkit and, on data prepared from the generated scenes, the scenes' own measures.
+"""
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from . import distributed
-from .data import CaptionGroups, CaptionPairs, collate_captions, images_per_batch
-from .evaluate import bleu, coco_metrics, generate, scenes_ground_truth
-from .features import FeatureCache
-from .encoder import EncoderConfig
-from .errors import AttendError
-from .model import AttentionDecoder, CaptionerConfig, caption_loss, quantized_int8
-from .prepared import CAPTIONS, atomic_write_json, split_records
-from .scenes_metrics import score_scenes
-from .training import TrainConfig, export_checkpoint, fit, load_checkpoint
-from .vocab import Vocab
+from core import distributed
+from core.checkpoint import export_checkpoint
+from core.encoder import EncoderConfig
+from core.errors import AttendError
+from core.features import FeatureCache
+from core.prepared import CAPTIONS, atomic_write_json, split_records
+from core.training import TrainConfig, fit
+from core.vocab import Vocab
+from data_prep.scenes.measures import score_scenes, split_ground_truth
 
-KIND = "captioner"
+from .checkpoint import KIND, captioner_config, load_captioner
+from .data import CaptionGroups, CaptionPairs, collate_captions, images_per_batch
+from .decode import Decoded, Decoder, decode
+from .fast import FastDecoder, TrainingDecoder
+from .metrics import bleu, coco_metrics
+from .model import AttentionDecoder, CaptionerConfig, caption_loss
 
 
 def _loss(net, batch, device):
@@ -31,15 +41,28 @@ def _loss(net, batch, device):
                         decoder.config.alpha_c)
 
 
-def score_split(decoder: AttentionDecoder, cache: FeatureCache, records: list[dict], vocab: Vocab,
-                data_dir: Path, split: str, beam_size: int, length_penalty: float = 0.0,
-                with_coco: bool = False) -> tuple[dict, list[dict]]:
-    """Decode every image of a split and score it: BLEU (+ COCO toolkit, + scenes measures)."""
+@torch.no_grad()
+def generate(decoder: Decoder, cache: FeatureCache, keys: list[str], beam_size: int = 3,
+             batch_size: int = 32, length_penalty: float = 0.0, device: torch.device | str = "cpu") -> list[Decoded]:
+    """Decode the cached grids of ``keys`` in batches; results in the order of ``keys``."""
+    results = []
+    for i in range(0, len(keys), batch_size):
+        grids = np.stack([cache[k] for k in keys[i:i + batch_size]])
+        features = torch.from_numpy(grids).to(device).float()                     # (B, P, D)
+        results.extend(decode(decoder, features, beam_size=beam_size, length_penalty=length_penalty))
+    return results
+
+
+def score_split(decoder: Decoder, cache: FeatureCache, records: list[dict], vocab: Vocab, data_dir: Path,
+                split: str, beam_size: int, length_penalty: float = 0.0, with_coco: bool = False,
+                source: str = "", device: torch.device | str = "cpu") -> tuple[dict, list[dict]]:
+    """Decode every image of a split and score it: BLEU, with ``with_coco`` the COCO toolkit, and
+    the scenes measures where the data's ``source`` (recorded when it was prepared) is "scenes"."""
     records = [r for r in records if r["image"] in cache]
     if not records:
         raise AttendError(f"split {split!r}: none of its images is in the feature cache")
     decoded = generate(decoder, cache, [r["image"] for r in records], beam_size=beam_size,
-                       length_penalty=length_penalty)
+                       length_penalty=length_penalty, device=device)
     hypotheses = [vocab.decode(d.ids) for d in decoded]
     references = [r["tokens"] for r in records]
     metrics = bleu(references, hypotheses)
@@ -49,9 +72,8 @@ def score_split(decoder: AttentionDecoder, cache: FeatureCache, records: list[di
     predictions = [{"image_id": r["image_id"], "caption": " ".join(hyp), "tokens": hyp,
                     "attention": None if d.alphas is None else d.alphas.reshape(-1, h, w).tolist()}
                    for r, hyp, d in zip(records, hypotheses, decoded)]
-    scenes_truth = scenes_ground_truth(data_dir, split)
-    if scenes_truth is not None:
-        truth, side = scenes_truth
+    if source == "scenes":
+        truth, side = split_ground_truth(data_dir, split)
         wanted = {r["image_id"] for r in records}
         scenes = score_scenes(predictions, {k: v for k, v in truth.items() if k in wanted}, image_size=side)
         metrics["object_accuracy"] = round(100 * scenes["object_accuracy"], 2)
@@ -64,7 +86,8 @@ def score_split(decoder: AttentionDecoder, cache: FeatureCache, records: list[di
 def train_captioner(data_dir: str | Path, out_dir: str | Path, model_overrides: dict, train: TrainConfig,
                     encoder: EncoderConfig | None = None, val_split: str = "val", val_limit: int = 500,
                     select: str = "bleu4", device: str | None = None, export: str | Path | None = None,
-                    captions_per_image: int = 0, init: str | Path | None = None, log=print) -> dict:
+                    captions_per_image: int = 0, init: str | Path | None = None, fast: bool = True,
+                    log=print) -> dict:
     """Teacher-forced training on cached features; selection on validation ``select``.
 
     ``captions_per_image`` K: each batch holds ``train.batch_size // K`` images with K of their
@@ -75,6 +98,8 @@ def train_captioner(data_dir: str | Path, out_dir: str | Path, model_overrides: 
     schedule; its model options, with ``model_overrides`` such as ``alpha_c`` on top). The run
     keeps the checkpoint's word ids, so its vocabulary must hold every word of the data's; the
     feature setting (``encoder``) must be the same.
+    ``fast``: train with ``fast.TrainingDecoder`` and validate with ``fast.FastDecoder``; False:
+    the plain model for both (slower, the same numbers).
     """
     if captions_per_image < 0:
         raise AttendError("--captions-per-image must be 0 or more")
@@ -91,9 +116,9 @@ def train_captioner(data_dir: str | Path, out_dir: str | Path, model_overrides: 
         cache = FeatureCache.for_data(data_dir, encoder)
         config = CaptionerConfig(**{"vocab_size": len(vocab), "encoder_dim": cache.dim, "grid": list(cache.grid),
                                     **model_overrides})
-        model = AttentionDecoder(config)
+        model = (TrainingDecoder if fast else AttentionDecoder)(config)
     else:
-        config, model, vocab = _initial_model(init, vocab, encoder, model_overrides)
+        config, model, vocab = _initial_model(init, vocab, encoder, model_overrides, fast)
         cache = FeatureCache.for_data(data_dir, encoder)
     ctx = distributed.init(device)
     try:
@@ -104,9 +129,12 @@ def train_captioner(data_dir: str | Path, out_dir: str | Path, model_overrides: 
             train_set = CaptionPairs(train_records, cache, vocab, config.max_len)
         val_records = val_records[:val_limit]
 
-        def evaluate(decoder):
-            # Greedy on a fixed slice of validation: cheap enough to run every epoch.
-            metrics, _ = score_split(decoder, cache, val_records, vocab, data_dir, val_split, beam_size=1)
+        def evaluate(model):
+            # Greedy on a fixed slice of validation: cheap enough to run every epoch. A fresh
+            # FastDecoder each time: it is a snapshot of the weights as they are now.
+            decoder = FastDecoder(model) if fast else model
+            metrics, _ = score_split(decoder, cache, val_records, vocab, data_dir, val_split, beam_size=1,
+                                     source=prepared.get("source", ""), device=next(model.parameters()).device)
             metrics.pop("scenes", None)
             return metrics
 
@@ -121,11 +149,11 @@ def train_captioner(data_dir: str | Path, out_dir: str | Path, model_overrides: 
     return result
 
 
-def _initial_model(init: str | Path, vocab: Vocab, encoder: EncoderConfig,
-                   model_overrides: dict) -> tuple[CaptionerConfig, AttentionDecoder, Vocab]:
+def _initial_model(init: str | Path, vocab: Vocab, encoder: EncoderConfig, model_overrides: dict,
+                   fast: bool) -> tuple[CaptionerConfig, AttentionDecoder, Vocab]:
     """What a fine-tuning run starts from: ``init``'s weights, its options + overrides, and its
     vocabulary (the data's words in another order, e.g. another scenes seed, keep their ids)."""
-    start, start_vocab, start_encoder, checkpoint = load_captioner(init)
+    start, start_vocab, start_encoder, checkpoint = load_captioner(init, fast=False)
     unknown = [word for word in vocab.itos if word not in start_vocab]
     if unknown:
         raise AttendError(f"--init {init}: {len(unknown)} of this data's words are not in its vocabulary "
@@ -134,7 +162,7 @@ def _initial_model(init: str | Path, vocab: Vocab, encoder: EncoderConfig,
         raise AttendError(f"--init {init}: trained on {start_encoder.tag} features, this run reads "
                           f"{encoder.tag} (match --encoder/--image-size/--mid-level)")
     config = CaptionerConfig(**{**captioner_config(checkpoint), **model_overrides})
-    model = AttentionDecoder(config)
+    model = (TrainingDecoder if fast else AttentionDecoder)(config)
     try:
         model.load_state_dict(start.state_dict())
     except RuntimeError:
@@ -143,44 +171,21 @@ def _initial_model(init: str | Path, vocab: Vocab, encoder: EncoderConfig,
     return config, model, start_vocab
 
 
-def captioner_config(checkpoint: dict) -> dict:
-    """The model options of a captioner checkpoint; those written before the ``gate`` option
-    existed had a per-channel gate."""
-    return {"gate": "vector", **checkpoint["config"]}
-
-
-def load_captioner(path: str | Path, device: str | torch.device = "cpu",
-                   int8: bool = False) -> tuple[AttentionDecoder, Vocab, EncoderConfig, dict]:
-    """Rebuild a decoder from one checkpoint file: (decoder, vocab, encoder config, checkpoint).
-
-    ``int8``: the CPU decoding copy with int8 per-step layers (``model.quantized_int8``).
-    """
-    if int8 and torch.device(device).type != "cpu":
-        raise AttendError("int8 decoding runs on the CPU only (drop --int8 or use --device cpu)")
-    checkpoint = load_checkpoint(path, KIND)
-    try:
-        decoder = AttentionDecoder(CaptionerConfig(**captioner_config(checkpoint)))
-        decoder.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in checkpoint["model"].items()})
-        vocab = Vocab.from_dict(checkpoint["vocab"])
-        encoder = EncoderConfig(**checkpoint["encoder"])
-    except (KeyError, TypeError, RuntimeError, ValueError) as e:
-        raise AttendError(f"{path}: captioner checkpoint does not match this version ({type(e).__name__})") from None
-    decoder = quantized_int8(decoder) if int8 else decoder.to(device).eval()
-    return decoder, vocab, encoder, checkpoint
-
-
 def evaluate_captioner(checkpoint: str | Path, data_dir: str | Path, split: str = "test", beam_size: int = 3,
                        length_penalty: float = 0.0, out: str | Path | None = None,
-                       device: str | None = None, int8: bool = False) -> dict:
-    """Every metric on one split; writes metrics JSON and the captions in the COCO results format."""
+                       device: str | None = None, int8: bool = False, fast: bool = True) -> dict:
+    """Every metric on one split; writes metrics JSON and the captions in the COCO results format.
+
+    ``checkpoint``: a path or a shipped name; ``fast=False`` decodes with the plain model.
+    """
     device = torch.device(device or ("cpu" if int8 or not torch.cuda.is_available() else "cuda"))
     data_dir = Path(data_dir)
-    decoder, vocab, encoder, _ = load_captioner(checkpoint, device, int8=int8)
-    _, records = split_records(data_dir, CAPTIONS, split)
+    decoder, vocab, encoder, _ = load_captioner(checkpoint, device, int8=int8, fast=fast)
+    prepared, records = split_records(data_dir, CAPTIONS, split)
     cache = FeatureCache.for_data(data_dir, encoder)
     started = time.perf_counter()
-    metrics, predictions = score_split(decoder, cache, records, vocab, data_dir, split, beam_size,
-                                       length_penalty, with_coco=True)
+    metrics, predictions = score_split(decoder, cache, records, vocab, data_dir, split, beam_size, length_penalty,
+                                       with_coco=True, source=prepared.get("source", ""), device=device)
     summary = {"checkpoint": str(checkpoint), "data": str(data_dir), "split": split, "beam_size": beam_size,
                "weights": "int8" if int8 else "float32",
                "images": len(predictions), "seconds": round(time.perf_counter() - started, 1), **metrics}

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from captioner.errors import AttendError
+from core.errors import AttendError
 
 # Documented limit: 64 megapixels (an 8000x8000 photo). Checked from the header before
 # decoding, so a small file declaring a huge canvas never allocates it. Below Pillow's

@@ -11,7 +11,7 @@ and writes, in out_dir/raw/, the same files the real data sets ship:
   answers per question (the truth is known).
 
 Then, with ``prepare=True``, it runs the COCO and VQA v2 preparers on those files, so the
-scenes reach the prepared layout (``captioner/prepared.py``) through the same code as the
+scenes reach the prepared layout (``core/prepared.py``) through the same code as the
 real data sets.
 
 Everything is a function of ``(seed, split, index)``: each image has its own random
@@ -30,9 +30,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from captioner.errors import AttendError
-from captioner.prepared import atomic_write_json, read_json
-from captioner.scenes_metrics import COLOURS, SHAPES, SIZES, scene_objects  # noqa: F401 (re-exported)
+from core.errors import AttendError
+from core.prepared import atomic_write_json, read_json
+from .world import COLOURS, SHAPES, SIZES, article, centre, describe
 
 IMAGE_SIZE = 224
 RGB = {
@@ -83,11 +83,6 @@ _STAR_AREA = _polygon_area(_STAR)
 
 def _area(shape: str, s: int) -> float:
     return round({"circle": np.pi / 4, "square": 1.0, "triangle": 0.5, "star": _STAR_AREA}[shape] * s * s, 2)
-
-
-def centre(obj: Mapping) -> tuple[float, float]:
-    x, y, w, h = obj["bbox"]
-    return x + w / 2, y + h / 2
 
 
 def _separated(a: Sequence[int], b: Sequence[int]) -> bool:
@@ -145,48 +140,6 @@ def _render(objects: Sequence[Mapping], rng: np.random.Generator) -> np.ndarray:
     small = np.asarray(img.reduce(_SCALE), dtype=np.float32)
     noisy = small + rng.standard_normal(small.shape, dtype=np.float32) * NOISE_SIGMA
     return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
-
-
-# ------------------------------------------------------------------------------ captions
-
-
-def _article(word: str) -> str:
-    return "an" if word[:1] in "aeiou" else "a"
-
-
-def phrase(obj: Mapping) -> str:
-    words = f"{obj['size']} {obj['color']} {obj['shape']}"
-    return f"{_article(words)} {words}"
-
-
-def _relation(a: Mapping, b: Mapping, horizontal: str) -> str:
-    (ax, ay), (bx, by) = centre(a), centre(b)
-    if abs(by - ay) > abs(bx - ax):
-        return "above" if ay < by else "below"
-    return horizontal
-
-
-def _chain(ordered: Sequence[Mapping], horizontal: str) -> str:
-    parts = [phrase(ordered[0])]
-    for a, b in zip(ordered, ordered[1:]):
-        parts += [_relation(a, b, horizontal), phrase(b)]
-    return " ".join(parts)
-
-
-def left_to_right(objects: Sequence[Mapping]) -> list[Mapping]:
-    return sorted(objects, key=lambda o: centre(o))
-
-
-def describe(objects: Sequence[Mapping]) -> list[str]:
-    """The 5 reference captions; reference 0 is the canonical left-to-right one."""
-    ltr = left_to_right(objects)
-    canonical = _chain(ltr, "left of")
-    if len(ltr) == 1:
-        return [canonical, f"there is {canonical}", f"{canonical} in the picture",
-                f"there is {canonical} in the picture", f"in the picture there is {canonical}"]
-    rtl = _chain(ltr[::-1], "right of")
-    return [canonical, f"there is {canonical}", rtl,
-            _chain(ltr, "to the left of"), f"there is {rtl}"]
 
 
 # ------------------------------------------------------------------------------ questions
@@ -253,7 +206,7 @@ def _q_existence(objects, rng):
         present = sorted({o["shape"] for o in objects})
         pool = present if want_yes else [s for s in SHAPES if s not in present]
         words = pool[int(rng.integers(len(pool)))]
-    return f"is there {_article(words)} {words}?", "yes" if want_yes else "no", "yes/no"
+    return f"is there {article(words)} {words}?", "yes" if want_yes else "no", "yes/no"
 
 
 def _q_spatial(objects, rng):

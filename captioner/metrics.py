@@ -1,8 +1,9 @@
-"""Caption metrics: BLEU-1..4 (nltk), the COCO toolkit's metrics, and the scenes measures.
+"""Caption metrics: BLEU-1..4 (nltk) and the COCO toolkit's metrics (the scenes' own measures
+are in ``data_prep.scenes``).
 
-Tokenisation, one for everything: ``captioner.vocab.tokenize`` (lowercase, words and
+Tokenisation, one for everything: ``core.vocab.tokenize`` (lowercase, words and
 numbers, punctuation dropped) on references and on generated captions. nltk's
-``corpus_bleu`` and pycocoevalcap's BLEU agree on identical tokens (FACTS.md; a test
+``corpus_bleu`` and pycocoevalcap's BLEU agree on identical tokens (a test
 checks it), so the two BLEU figures differ only where the toolkits do.
 """
 from __future__ import annotations
@@ -11,16 +12,7 @@ import contextlib
 import shutil
 import sys
 import warnings
-from pathlib import Path
 
-import numpy as np
-import torch
-
-from .decode import Decoded, decode
-from .features import FeatureCache
-from .model import AttentionDecoder
-from .prepared import read_json
-from .scenes_metrics import scene_objects
 
 
 def bleu(references: list[list[list[str]]], hypotheses: list[list[str]]) -> dict:
@@ -66,26 +58,3 @@ def coco_metrics(references: list[list[list[str]]], hypotheses: list[list[str]])
         else:
             out[names] = round(100 * float(score), 2)
     return out
-
-
-@torch.no_grad()
-def generate(decoder: AttentionDecoder, cache: FeatureCache, keys: list[str], beam_size: int = 3,
-             batch_size: int = 32, length_penalty: float = 0.0, device: torch.device | None = None) -> list[Decoded]:
-    """Decode the cached grids of ``keys`` in batches; results in the order of ``keys``."""
-    device = device or next(decoder.parameters()).device
-    results = []
-    for i in range(0, len(keys), batch_size):
-        grids = np.stack([cache[k] for k in keys[i:i + batch_size]])
-        features = torch.from_numpy(grids).to(device).float()                     # (B, P, D)
-        results.extend(decode(decoder, features, beam_size=beam_size, length_penalty=length_penalty))
-    return results
-
-
-def scenes_ground_truth(data_dir: str | Path, split: str) -> tuple[dict, int] | None:
-    """({image_id: objects}, image side) from the scenes' instances file, or None for other data sets."""
-    path = Path(data_dir) / "raw" / f"instances_{split}.json"
-    if not path.exists():
-        return None
-    # The scenes are square and all of one size; pointing is measured in their pixels.
-    side = read_json(path, "scene instances file")["images"][0]["width"]
-    return scene_objects(path), side

@@ -1,14 +1,7 @@
-"""The scene measures used to judge the captioner on the generated shape scenes.
+"""The scene measures that judge a captioner on the generated shape scenes.
 
-The scenes (``data_prep/scenes.py``) have captions of one small grammar::
-
-    [there is] PHRASE (RELATION PHRASE)* [in the picture]
-    PHRASE   = a|an SIZE COLOUR SHAPE
-    RELATION = left of | to the left of | right of | to the right of | above | below | and
-
-Pure functions, no torch: captions are lists of tokens (``captioner.vocab.tokenize``),
-objects are dicts ``{"shape", "color", "size", "bbox": [x, y, w, h]}`` as
-``data_prep.scenes.scene_objects`` reads them back from the instances file.
+Pure functions, no torch: captions are lists of tokens (``core.vocab.tokenize``), objects
+are dicts as ``world`` describes them, read back from the instances file by ``scene_objects``.
 
 * ``caption_correct`` -- "object accuracy" per scene: the caption names exactly the objects
   present (each ``size colour shape`` matched to a different object, none invented, none
@@ -19,157 +12,26 @@ objects are dicts ``{"shape", "color", "size", "bbox": [x, y, w, h]}`` as
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import AttendError
-from .prepared import read_json
+from core.errors import AttendError
+from core.prepared import read_json
+from core.vocab import tokenize
 
-SIZES = ("small", "large")
-COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
-SHAPES = ("circle", "square", "triangle", "star")
-ARTICLES = ("a", "an")
-
-# token sequences -> normalised relation; longest first so "to the left of" wins
-RELATIONS: tuple[tuple[tuple[str, ...], str], ...] = (
-    (("to", "the", "left", "of"), "left of"),
-    (("to", "the", "right", "of"), "right of"),
-    (("left", "of"), "left of"),
-    (("right", "of"), "right of"),
-    (("above",), "above"),
-    (("below",), "below"),
-    (("and",), "and"),
-)
-FILLERS: tuple[tuple[str, ...], ...] = (
-    ("there", "is"), ("there", "are"),
-    ("in", "the", "picture"), ("in", "the", "image"),
-)
-_IGNORED = {"<start>", "<end>", "<pad>"}
+from .world import Phrase, parse_caption_full, relation_holds
 
 ERROR_TYPES = ("unparsable", "wrong_colour", "wrong_shape", "wrong_size",
                "missing_object", "extra_object", "wrong_relation")
 
-Phrase = tuple  # (size | None, colour | None, shape)
-
-
-@dataclass
-class ParsedCaption:
-    objects: list[Phrase] = field(default_factory=list)
-    relations: list[str | None] = field(default_factory=list)  # len(objects) - 1 entries
-    shape_positions: list[int] = field(default_factory=list)   # token index of each shape word
-    ok: bool = True
-    problems: list[str] = field(default_factory=list)
-
-
-def _match(tokens: Sequence[str], i: int, seq: Sequence[str]) -> bool:
-    return tuple(tokens[i:i + len(seq)]) == tuple(seq)
-
-
-def parse_caption_full(tokens: Sequence[str]) -> ParsedCaption:
-    """Parse a caption, keeping going past junk; ``ok`` is False when anything did not fit."""
-    toks = [str(t) for t in tokens]
-    out = ParsedCaption()
-    pending: str | None = None   # relation seen since the last phrase
-    seen_rel = False
-    i, n = 0, len(toks)
-
-    def fail(msg: str) -> None:
-        out.ok = False
-        out.problems.append(msg)
-
-    while i < n:
-        tok = toks[i]
-        if tok in _IGNORED:
-            i += 1
-            continue
-        filler = next((f for f in FILLERS if _match(toks, i, f)), None)
-        if filler is not None:
-            i += len(filler)
-            continue
-        rel = next(((seq, r) for seq, r in RELATIONS if _match(toks, i, seq)), None)
-        if rel is not None:
-            if not out.objects:
-                fail(f"relation {rel[1]!r} before any object")
-            elif seen_rel:
-                fail(f"two relations in a row ({pending!r}, {rel[1]!r})")
-            pending, seen_rel = rel[1], True
-            i += len(rel[0])
-            continue
-        # a phrase: [article] [size] [colour] shape
-        j = i
-        if toks[j] in ARTICLES:
-            j += 1
-        attrs: list[str] = []
-        while j < n and (toks[j] in SIZES or toks[j] in COLOURS):
-            attrs.append(toks[j])
-            j += 1
-        if j < n and toks[j] in SHAPES:
-            sizes = [a for a in attrs if a in SIZES]
-            colours = [a for a in attrs if a in COLOURS]
-            size = sizes[0] if len(sizes) == 1 else None
-            colour = colours[0] if len(colours) == 1 else None
-            if attrs != [a for a in (size, colour) if a is not None] or size is None or colour is None:
-                fail(f"phrase {' '.join(toks[i:j + 1])!r} is not 'size colour shape'")
-            if out.objects:
-                if not seen_rel:
-                    fail(f"no relation before {' '.join(toks[i:j + 1])!r}")
-                out.relations.append(pending if seen_rel else None)
-            elif seen_rel:
-                pass  # already reported
-            out.objects.append((size, colour, toks[j]))
-            out.shape_positions.append(j)
-            pending, seen_rel = None, False
-            i = j + 1
-            continue
-        fail(f"unexpected word {tok!r} at {i}")
-        if out.objects and seen_rel:
-            pending = None  # junk after a relation: the relation no longer applies cleanly
-        i = i + 1 if j == i else j  # skip the junk word (or the article/attributes without a shape)
-    if seen_rel:
-        fail("caption ends with a relation")
-    if not out.objects:
-        fail("no object named")
-    return out
-
-
-def parse_caption(tokens: Sequence[str]) -> tuple[list[Phrase], list[str | None]]:
-    """Objects ``(size, colour, shape)`` and the relations between consecutive ones.
-
-    Tolerant of junk: returns what it can (a missing attribute is ``None``, a relation that
-    could not be read is ``None``). Use ``parse_caption_full(...).ok`` to know whether the
-    whole caption fitted the grammar.
-    """
-    p = parse_caption_full(tokens)
-    return p.objects, p.relations
-
 
 # ---------------------------------------------------------------------------- checking
 
-def _centre(obj: Mapping) -> tuple[float, float]:
-    x, y, w, h = (float(v) for v in obj["bbox"])
-    return x + w / 2, y + h / 2
-
-
 def _key(obj: Mapping) -> Phrase:
     return (obj["size"], obj["color"], obj["shape"])
-
-
-def relation_holds(relation: str | None, a: Mapping, b: Mapping) -> bool:
-    """Is ``a RELATION b`` true of the two objects (by box centres)?"""
-    (ax, ay), (bx, by) = _centre(a), _centre(b)
-    if relation == "left of":
-        return ax < bx
-    if relation == "right of":
-        return ax > bx
-    if relation == "above":
-        return ay < by
-    if relation == "below":
-        return ay > by
-    if relation == "and":
-        return True
-    return False
 
 
 def _assign(phrases: Sequence[Phrase], objects: Sequence[Mapping]):
@@ -304,7 +166,6 @@ def _normalise_predictions(predictions: Any) -> dict:
             attention = v.get("attention")
             v = v["tokens"] if "tokens" in v else v["caption"]
         if isinstance(v, str):
-            from .vocab import tokenize
             v = tokenize(v)
         out[_as_id(k)] = (list(v), attention)
     return out
@@ -371,7 +232,10 @@ def score_scenes(predictions: Any, ground_truth: Mapping[Any, Sequence[Mapping]]
 
 def scene_objects(instances_json_path: str | os.PathLike) -> dict[int, list[dict]]:
     """Ground truth back from an instances file: ``{image_id: [{shape, color, size, bbox}]}``."""
-    data = read_json(instances_json_path, "scene instances file")
+    return _objects(read_json(instances_json_path, "scene instances file"), instances_json_path)
+
+
+def _objects(data: Any, name: str | os.PathLike) -> dict[int, list[dict]]:
     try:
         names = {c["id"]: c["name"] for c in data["categories"]}
         out: dict[int, list[dict]] = {int(im["id"]): [] for im in data.get("images", [])}
@@ -380,6 +244,16 @@ def scene_objects(instances_json_path: str | os.PathLike) -> dict[int, list[dict
                 {"shape": names[a["category_id"]], "color": a["color"], "size": a["size"],
                  "bbox": list(a["bbox"])})
     except (KeyError, TypeError) as e:
-        raise AttendError(f"{instances_json_path}: not a scenes instances file "
-                          f"(missing {e})") from None
+        raise AttendError(f"{name}: not a scenes instances file (missing {e})") from None
     return out
+
+
+def split_ground_truth(data_dir: str | os.PathLike, split: str) -> tuple[dict[int, list[dict]], int]:
+    """The objects of every scene of a prepared scenes split, and the scenes' side in pixels
+    (pointing is measured in their pixels). Read from the instances file ``generate`` wrote."""
+    path = Path(data_dir) / "raw" / f"instances_{split}.json"
+    if not path.is_file():
+        raise AttendError(f"{path}: missing; the scenes measures read each split's instances file")
+    data = read_json(path, "scene instances file")
+    images = data.get("images") or [{}] if isinstance(data, dict) else [{}]
+    return _objects(data, path), int(images[0].get("width", 224))

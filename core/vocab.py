@@ -1,7 +1,7 @@
 """The one tokenizer and the vocabulary, shared by captions and VQA questions.
 
-The tokenizer needs no downloaded data (nltk's punkt is not available offline, see
-FACTS.md): lowercase, then runs of letters and digits, keeping inner apostrophes
+The tokenizer needs no downloaded data (nltk's ``word_tokenize`` needs its punkt data,
+which is not there offline): lowercase, then runs of letters and digits, keeping inner apostrophes
 ("what's", "don't"). Punctuation is dropped, as in the Karpathy split's tokens.
 """
 from __future__ import annotations

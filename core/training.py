@@ -3,7 +3,7 @@
 It knows nothing of captions or answers: a task hands it a model, a training set with
 its collate function, a loss function, an evaluation function and a selection metric.
 It does epochs, Adam with warm-up + cosine decay, gradient clipping, mixed precision on
-CUDA only (bf16 autocast with nn.LSTM crashes on this CPU, FACTS.md), DDP under torchrun,
+CUDA only (bf16 autocast with nn.LSTM crashes in oneDNN on the CPU), DDP under torchrun,
 an atomic checkpoint every epoch (``last.pt``) and on improvement (``best.pt``),
 ``--resume``, a JSON-lines metrics log and a PNG plot. Only rank 0 writes files.
 """
@@ -25,9 +25,8 @@ from tqdm import tqdm
 
 from .distributed import Context
 from .errors import AttendError
+from .checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
 from .prepared import atomic_write_bytes
-
-CHECKPOINT_VERSION = 1
 
 
 @dataclass
@@ -43,46 +42,6 @@ class TrainConfig:
     seed: int = 0
     workers: int = 0
     resume: bool = False
-
-
-# ---------------------------------------------------------------- checkpoints
-
-def save_checkpoint(path: str | Path, checkpoint: dict) -> None:
-    """torch.save to memory, then an atomic replace: a crash never leaves half a file."""
-    buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def load_checkpoint(path: str | Path, kind: str | None = None) -> dict:
-    """Load a checkpoint safely (``weights_only=True``) and check that it is of ``kind``."""
-    path = Path(path)
-    if not path.is_file():
-        raise AttendError(f"{path}: checkpoint not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise AttendError(f"{path}: not a readable attend checkpoint ({type(e).__name__})") from None
-    if not isinstance(checkpoint, dict) or "kind" not in checkpoint or "model" not in checkpoint:
-        raise AttendError(f"{path}: not an attend checkpoint")
-    if kind is not None and checkpoint["kind"] != kind:
-        raise AttendError(f"{path}: a {checkpoint['kind']} checkpoint, expected a {kind} checkpoint")
-    return checkpoint
-
-
-def half_state_dict(state_dict: dict) -> dict:
-    """Floating-point tensors to float16: how the shipped default models are stored."""
-    return {k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}
-
-
-def export_checkpoint(checkpoint: str | Path, out: str | Path, kind: str) -> dict:
-    """A float16 copy of a trained checkpoint without the optimizer state: what ships in
-    captioner/weights/ and vqa/weights/."""
-    state = load_checkpoint(checkpoint, kind)
-    shipped = {k: v for k, v in state.items() if k != "train"}
-    shipped["model"] = half_state_dict(state["model"])
-    save_checkpoint(out, shipped)
-    return {"path": str(out), "megabytes": round(Path(out).stat().st_size / 1e6, 2)}
 
 
 # ---------------------------------------------------------------- the loop
