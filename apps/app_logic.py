@@ -3,6 +3,7 @@
 The app (``apps/streamlit_app.py``) only lays widgets out; reading an upload, choosing a
 model file, drawing attention maps and the sample gallery live here or in the library.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -71,10 +72,23 @@ def streamlit_command(port: int | None = None, address: str | None = None, extra
     The upload limit is passed on the command line as well as in .streamlit/config.toml,
     because the config file is only read from the current directory.
     """
-    command = [sys.executable, "-m", "streamlit", "run", str(APP_PATH),
-               "--server.headless", "true", "--browser.gatherUsageStats", "false",
-               "--server.maxUploadSize", str(MAX_UPLOAD_MB), "--server.fileWatcherType", "none",
-               "--client.toolbarMode", "minimal"]
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(APP_PATH),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.maxUploadSize",
+        str(MAX_UPLOAD_MB),
+        "--server.fileWatcherType",
+        "none",
+        "--client.toolbarMode",
+        "minimal",
+    ]
     if port is not None:
         command += ["--server.port", str(port)]
     if address is not None:
@@ -83,6 +97,7 @@ def streamlit_command(port: int | None = None, address: str | None = None, extra
 
 
 # ---------------------------------------------------------------- models
+
 
 def model_source(choice: str, path_text: str, env_name: str, shipped: str | None = None) -> str | None:
     """What to load for a sidebar choice: a path, a shipped model's name, or None (the default).
@@ -111,9 +126,11 @@ def model_stamp(source: str | None) -> tuple:
 
 # ---------------------------------------------------------------- images in
 
+
 @dataclass
 class Picture:
     """An image chosen in the app: its bytes (the cache key) and the decoded RGB image."""
+
     name: str
     data: bytes
     image: Image.Image
@@ -143,8 +160,8 @@ def _png(pixels: np.ndarray | Image.Image) -> bytes:
 @dataclass
 class Sample:
     label: str
-    kind: str            # "scene" or "easy-vqa"
-    data: bytes          # PNG bytes: samples go through the same path as an upload
+    kind: str  # "scene" or "easy-vqa"
+    data: bytes  # PNG bytes: samples go through the same path as an upload
     questions: list[str]
 
 
@@ -183,6 +200,7 @@ def gallery() -> list[Sample]:
 
 # ---------------------------------------------------------------- attention out
 
+
 def is_uniform(grid: np.ndarray) -> bool:
     """True when a map says nothing (all cells equal): it is drawn flat, not as noise."""
     return not normalise_map(grid).any()
@@ -206,7 +224,7 @@ def colour_bar(width: int = 240, height: int = 14, colormap: str = COLORMAP) -> 
     """The legend: the colour map from "looked least" (left) to "looked most" (right)."""
     from matplotlib import colormaps
 
-    ramp = colormaps[colormap](np.linspace(0.0, 1.0, width))[:, :3]      # (W, 3)
+    ramp = colormaps[colormap](np.linspace(0.0, 1.0, width))[:, :3]  # (W, 3)
     pixels = np.repeat((ramp * 255).astype(np.uint8)[None], height, axis=0)  # (H, W, 3)
     bar = Image.fromarray(pixels, mode="RGB")
     ImageDraw.Draw(bar).rectangle([0, 0, width - 1, height - 1], outline=(120, 120, 120))
@@ -233,7 +251,7 @@ _LEADING = re.compile(r"^(\s*)(\d+)([.)])|^(\s*)([-+=])", re.MULTILINE)
 def escape_markdown(text: str) -> str:
     """Text for st.markdown / st.error: shown as typed, never as formatting or HTML."""
     escaped = "".join("\\" + c if c in _MARKDOWN_SPECIALS else c for c in str(text))
-    return _LEADING.sub(lambda m: (f"{m[1]}{m[2]}\\{m[3]}" if m[2] else f"{m[4]}\\{m[5]}"), escaped)
+    return _LEADING.sub(lambda m: f"{m[1]}{m[2]}\\{m[3]}" if m[2] else f"{m[4]}\\{m[5]}", escaped)
 
 
 def plain(markdown: str) -> str:
@@ -255,5 +273,7 @@ def unknown_note(unknown: list[str]) -> str | None:
     words = list(dict.fromkeys(unknown))
     if not words:
         return None
-    return (f"Not in this model's vocabulary, so ignored: {', '.join(words)}. "
-            "Rephrase with words like those of the example questions.")
+    return (
+        f"Not in this model's vocabulary, so ignored: {', '.join(words)}. "
+        "Rephrase with words like those of the example questions."
+    )

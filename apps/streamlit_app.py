@@ -4,6 +4,7 @@ Started by ``attend app`` (or ``streamlit run apps/streamlit_app.py``). UI only:
 come from ``captioner.inference`` / ``vqa.inference`` and the plain helpers from
 ``apps.app_logic``. User and model text is escaped Markdown, never raw HTML.
 """
+
 from __future__ import annotations
 
 import streamlit as st
@@ -12,16 +13,17 @@ from PIL import Image
 from apps import app_logic as logic
 from core.errors import AttendError
 
-TILE = 150      # px of a word's tile in the grid of every word
-LARGE = 384     # px of the selected word's overlay (drawn at this size: a smooth map)
-GLIMPSE = 256   # px of each VQA glimpse
-PER_ROW = 6     # word tiles per row
+TILE = 150  # px of a word's tile in the grid of every word
+LARGE = 384  # px of the selected word's overlay (drawn at this size: a smooth map)
+GLIMPSE = 256  # px of each VQA glimpse
+PER_ROW = 6  # word tiles per row
 
 st.set_page_config(page_title="attend: show, attend, tell and answer", layout="wide")
 logic.use_server_threads()
 
 
 # ---------------------------------------------------------------- models (loaded once per process)
+
 
 @st.cache_resource(show_spinner="Loading the captioner...", max_entries=4)
 def get_captioner(source: str | None, stamp: tuple):
@@ -41,7 +43,7 @@ def get_answerer(source: str | None, stamp: tuple):
 
     answerer = Answerer.load(source)
     size = answerer.encoder.config.image_size
-    answerer.encode([Image.new("RGB", (size, size), "white")])                  # warm-up
+    answerer.encode([Image.new("RGB", (size, size), "white")])  # warm-up
     return answerer
 
 
@@ -94,25 +96,36 @@ def load_model(kind: str, loader, choice: str, path_text: str, env_name: str):
 # ---------------------------------------------------------------- sidebar: models (the page's head first)
 
 st.title("attend")
-st.markdown("Show, Attend and Tell captions and a CNN+LSTM question answerer, with the attention "
-            "behind every word.")
+st.markdown("Show, Attend and Tell captions and a CNN+LSTM question answerer, with the attention behind every word.")
 st.info(logic.TRAINED_ON + " " + logic.COCO_HOWTO, icon=":material/info:")
 
 st.sidebar.header("Models")
-caption_choice = st.sidebar.radio("Captioner", ["default", "path"], key="captioner_choice",
-                                  format_func={"default": "Shipped scenes captioner",
-                                               "path": "Checkpoint file"}.get)
-caption_path = (st.sidebar.text_input("Captioner checkpoint (.pt)", key="captioner_path",
-                                      placeholder="runs/coco/best.pt")
-                if caption_choice == "path" else "")
-vqa_choice = st.sidebar.radio("VQA model", ["default", "easy-vqa", "path"], key="vqa_choice",
-                              format_func={"default": "Shipped scenes VQA", "easy-vqa": "Shipped easy-VQA",
-                                           "path": "Checkpoint file"}.get)
-vqa_path = (st.sidebar.text_input("VQA checkpoint (.pt)", key="vqa_path", placeholder="runs/vqa/best.pt")
-            if vqa_choice == "path" else "")
+caption_choice = st.sidebar.radio(
+    "Captioner",
+    ["default", "path"],
+    key="captioner_choice",
+    format_func={"default": "Shipped scenes captioner", "path": "Checkpoint file"}.get,
+)
+caption_path = (
+    st.sidebar.text_input("Captioner checkpoint (.pt)", key="captioner_path", placeholder="runs/coco/best.pt")
+    if caption_choice == "path"
+    else ""
+)
+vqa_choice = st.sidebar.radio(
+    "VQA model",
+    ["default", "easy-vqa", "path"],
+    key="vqa_choice",
+    format_func={"default": "Shipped scenes VQA", "easy-vqa": "Shipped easy-VQA", "path": "Checkpoint file"}.get,
+)
+vqa_path = (
+    st.sidebar.text_input("VQA checkpoint (.pt)", key="vqa_path", placeholder="runs/vqa/best.pt")
+    if vqa_choice == "path"
+    else ""
+)
 problems: list[str] = []
-captioner, captioner_key, captioner_error = load_model("Captioner", get_captioner, caption_choice, caption_path,
-                                                      logic.ENV_CAPTIONER)
+captioner, captioner_key, captioner_error = load_model(
+    "Captioner", get_captioner, caption_choice, caption_path, logic.ENV_CAPTIONER
+)
 answerer, answerer_key, answerer_error = load_model("VQA model", get_answerer, vqa_choice, vqa_path, logic.ENV_VQA)
 if "path" in (caption_choice, vqa_choice):
     st.sidebar.caption(logic.COCO_HOWTO)
@@ -122,13 +135,18 @@ if "path" in (caption_choice, vqa_choice):
 for problem in problems:
     st.error(problem)
 
-source = st.segmented_control("Image", ["Upload", "Camera", "Samples"], default="Upload", required=True,
-                              key="image_source")
+source = st.segmented_control(
+    "Image", ["Upload", "Camera", "Samples"], default="Upload", required=True, key="image_source"
+)
 picture = None
 try:
     if source == "Upload":
-        upload = st.file_uploader(f"Upload an image (JPEG, PNG or WebP, up to {logic.MAX_UPLOAD_MB} MB)",
-                                  type=logic.UPLOAD_TYPES, max_upload_size=logic.MAX_UPLOAD_MB, key="upload")
+        upload = st.file_uploader(
+            f"Upload an image (JPEG, PNG or WebP, up to {logic.MAX_UPLOAD_MB} MB)",
+            type=logic.UPLOAD_TYPES,
+            max_upload_size=logic.MAX_UPLOAD_MB,
+            key="upload",
+        )
         if upload is not None:
             picture = logic.read_picture(upload.getvalue(), upload.name)
     elif source == "Camera":
@@ -137,8 +155,10 @@ try:
             picture = logic.read_picture(photo.getvalue(), "camera photo")
     else:
         gallery = samples()
-        st.caption("Generated scenes (what the default captioner and VQA model know) and easy-VQA test "
-                   "images (for the easy-VQA model).")
+        st.caption(
+            "Generated scenes (what the default captioner and VQA model know) and easy-VQA test "
+            "images (for the easy-VQA model)."
+        )
         for start in range(0, len(gallery), PER_ROW):
             columns = st.columns(PER_ROW)
             for i, column in zip(range(start, min(start + PER_ROW, len(gallery))), columns):
@@ -159,13 +179,15 @@ if picture is None:
 
 # ---------------------------------------------------------------- caption
 
+
 def show_caption(picture: logic.Picture) -> None:
     st.header("Caption")
     if captioner is None:
         st.caption(f"No captioner is loaded. {captioner_error}")
         return
-    beam = st.columns([1, 2])[0].slider("Beam size", 1, 5, 3, key="beam",
-                                        help="How many partial captions the search keeps; 1 is greedy decoding.")
+    beam = st.columns([1, 2])[0].slider(
+        "Beam size", 1, 5, 3, key="beam", help="How many partial captions the search keeps; 1 is greedy decoding."
+    )
     result = caption_image(captioner_key, picture.digest, beam, captioner, picture.image)
     # The key names the image: the browser test waits for this caption, not the last one.
     with st.container(key=f"caption_{picture.digest[:12]}"):
@@ -174,21 +196,34 @@ def show_caption(picture: logic.Picture) -> None:
         st.caption("This captioner has no attention (the CNN+RNN baseline) or said nothing: no maps to show.")
         return
     h, w = result.grid
-    chosen = st.pills("Click a word to see where the model looked", list(range(len(result.tokens))),
-                      default=0, required=True, format_func=lambda i: result.tokens[i],
-                      key=f"word_{picture.digest[:12]}_{beam}")
+    chosen = st.pills(
+        "Click a word to see where the model looked",
+        list(range(len(result.tokens))),
+        default=0,
+        required=True,
+        format_func=lambda i: result.tokens[i],
+        key=f"word_{picture.digest[:12]}_{beam}",
+    )
     left, right = st.columns(2)
     with left.container(key="word_overlay"):
         grid = result.attention[chosen]
-        st.image(logic.word_overlay(result.image, grid, LARGE), output_format="JPEG", width=LARGE,
-                 caption=f"\"{result.tokens[chosen]}\": attention over the {h}x{w} grid")
+        st.image(
+            logic.word_overlay(result.image, grid, LARGE),
+            output_format="JPEG",
+            width=LARGE,
+            caption=f'"{result.tokens[chosen]}": attention over the {h}x{w} grid',
+        )
         if logic.is_uniform(grid):
             st.caption("This word's attention is spread evenly: it looked at nothing in particular.")
         st.image(legend(), caption="low attention -> high attention")
     with right:
-        st.image(result.image.resize((LARGE, LARGE), Image.Resampling.BICUBIC), output_format="JPEG", width=LARGE,
-                 caption=f"The image as the model saw it ({result.image.width}x{result.image.height}, "
-                         "whole image, not cropped)")
+        st.image(
+            result.image.resize((LARGE, LARGE), Image.Resampling.BICUBIC),
+            output_format="JPEG",
+            width=LARGE,
+            caption=f"The image as the model saw it ({result.image.width}x{result.image.height}, "
+            "whole image, not cropped)",
+        )
     st.subheader("Every word")
     tiles = logic.attention_overlays(result.image, result.attention, TILE)
     with st.container(key="word_grid"):
@@ -199,6 +234,7 @@ def show_caption(picture: logic.Picture) -> None:
 
 
 # ---------------------------------------------------------------- ask
+
 
 def _use_example() -> None:
     picked = st.session_state.get("example_question")

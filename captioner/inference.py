@@ -1,4 +1,5 @@
 """Caption your own images: checkpoint + encoder + decoder behind one call (the CLI and the app use it)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,14 +22,18 @@ class CaptionResult:
     name: str
     caption: str
     tokens: list[str]
-    attention: np.ndarray | None   # (L, h, w): where the model looked for each word
+    attention: np.ndarray | None  # (L, h, w): where the model looked for each word
     grid: tuple[int, int]
-    image: Image.Image             # the whole image as the model saw it (resized, no crop)
+    image: Image.Image  # the whole image as the model saw it (resized, no crop)
 
     def to_json(self) -> dict:
-        return {"image": self.name, "caption": self.caption, "tokens": self.tokens,
-                "attention": None if self.attention is None else np.round(self.attention.astype(np.float64), 5).tolist(),
-                "grid": list(self.grid)}
+        return {
+            "image": self.name,
+            "caption": self.caption,
+            "tokens": self.tokens,
+            "attention": None if self.attention is None else np.round(self.attention.astype(np.float64), 5).tolist(),
+            "grid": list(self.grid),
+        }
 
 
 class Captioner:
@@ -38,40 +43,68 @@ class Captioner:
     ``captioner.caption(images)`` captions images given as paths, bytes, file objects or PIL images.
     """
 
-    def __init__(self, decoder: Decoder, vocab: Vocab, encoder: ImageEncoder, checkpoint: dict,
-                 device: torch.device, path: Path):
+    def __init__(
+        self, decoder: Decoder, vocab: Vocab, encoder: ImageEncoder, checkpoint: dict, device: torch.device, path: Path
+    ):
         self.decoder, self.vocab, self.encoder = decoder, vocab, encoder
         self.checkpoint, self.device, self.path = checkpoint, device, path
 
     @classmethod
-    def load(cls, checkpoint: str | Path | None = None, device: str | torch.device | None = None,
-             int8: bool = False, fast: bool = True) -> Captioner:
+    def load(
+        cls,
+        checkpoint: str | Path | None = None,
+        device: str | torch.device | None = None,
+        int8: bool = False,
+        fast: bool = True,
+    ) -> Captioner:
         """``checkpoint``: a path or a shipped model's name (None: ``scenes``); ``device``: default
         CUDA when there is one; ``int8``: int8 per-step weights (CPU); ``fast=False``: the plain model."""
         device = torch.device(device or ("cpu" if int8 or not torch.cuda.is_available() else "cuda"))
         path = resolve_checkpoint(checkpoint)
         decoder, vocab, encoder_config, state = load_captioner(path, device, int8=int8, fast=fast)
         return cls(decoder, vocab, ImageEncoder(encoder_config).to(device), state, device, path)
+
     @torch.inference_mode()
-    def caption(self, sources: list, beam_size: int = 3, batch_size: int = 16, names: list[str] | None = None,
-                length_penalty: float = 0.0) -> list[CaptionResult]:
+    def caption(
+        self,
+        sources: list,
+        beam_size: int = 3,
+        batch_size: int = 16,
+        names: list[str] | None = None,
+        length_penalty: float = 0.0,
+    ) -> list[CaptionResult]:
         """Caption images given as paths, bytes, file objects or PIL images, in batches.
 
         A bad image raises ``ImageError`` (one line naming it) before any work is done.
         """
-        names = names or [str(getattr(s, "name", s if isinstance(s, (str, Path)) else f"image {i}"))
-                          for i, s in enumerate(sources)]
+        names = names or [
+            str(getattr(s, "name", s if isinstance(s, (str, Path)) else f"image {i}")) for i, s in enumerate(sources)
+        ]
         size = self.encoder.config.image_size
         seen = [resize_for_model(load_image(s, name=n), size) for s, n in zip(sources, names)]
         results = []
         for start in range(0, len(seen), batch_size):
-            chunk = seen[start:start + batch_size]
+            chunk = seen[start : start + batch_size]
             x = torch.stack([to_tensor(im, size, self.encoder.mean, self.encoder.std) for im in chunk])
-            features, (h, w) = self.encoder(x.to(self.device))                     # (B, P, D)
-            for i, d in enumerate(decode(self.decoder, features, beam_size=beam_size,
-                                         length_penalty=length_penalty)):
+            features, (h, w) = self.encoder(x.to(self.device))  # (B, P, D)
+            for i, d in enumerate(decode(self.decoder, features, beam_size=beam_size, length_penalty=length_penalty)):
                 tokens = self.vocab.decode(d.ids)
                 attention = None if d.alphas is None else d.alphas.float().reshape(-1, h, w).numpy()
-                results.append(CaptionResult(names[start + i], " ".join(tokens), tokens, attention,
-                                             (h, w), chunk[i]))
+                results.append(CaptionResult(names[start + i], " ".join(tokens), tokens, attention, (h, w), chunk[i]))
         return results
+
+
+def save_attention(result: CaptionResult, path: str | Path) -> Path | None:
+    """Write ``result``'s attention sheet as a PNG at ``path`` (atomically): the image, then each word's
+    map over it. None, and no file, for a model without attention (the CNN+RNN baseline)."""
+    import io
+
+    from core.overlay import overlay_sheet
+    from core.prepared import atomic_write_bytes
+
+    if result.attention is None:
+        return None
+    buffer = io.BytesIO()
+    overlay_sheet(result.image, result.tokens, result.attention).save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)

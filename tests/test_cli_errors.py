@@ -1,5 +1,6 @@
 """Every user mistake ends in ONE line on stderr, ``attend: error: ...``, and exit status 1
 (bad argument values: argparse's usage message and exit status 2); never a traceback."""
+
 from __future__ import annotations
 
 import os
@@ -13,7 +14,7 @@ import torch
 from apps.cli import main
 from core.prepared import CAPTIONS, IMAGES, write_prepared
 
-ATTEND = Path(sys.executable).parent / "attend"   # the installed console script of this venv
+ATTEND = Path(sys.executable).parent / "attend"  # the installed console script of this venv
 
 
 def _error_line(capsys, argv) -> str:
@@ -41,8 +42,10 @@ def bad_images(tmp_path) -> dict[str, Path]:
     return {"missing": tmp_path / "missing.jpg", "empty": empty, "text": text, "folder": folder}
 
 
-@pytest.mark.parametrize("kind, reason", [("missing", "no such file"), ("empty", "empty file"),
-                                          ("text", "not an image file"), ("folder", "is a directory")])
+@pytest.mark.parametrize(
+    "kind, reason",
+    [("missing", "no such file"), ("empty", "empty file"), ("text", "not an image file"), ("folder", "is a directory")],
+)
 def test_caption_bad_image(tiny_captioner, bad_images, capsys, kind, reason):
     line = _error_line(capsys, ["caption", bad_images[kind], "--checkpoint", tiny_captioner])
     assert str(bad_images[kind]) in line and reason in line
@@ -51,7 +54,7 @@ def test_caption_bad_image(tiny_captioner, bad_images, capsys, kind, reason):
 def test_caption_checks_every_image_before_printing_any(tiny_captioner, scenes_dir, bad_images, capsys):
     good = scenes_dir / "images" / "train" / "000000000000.png"
     line = _error_line(capsys, ["caption", good, bad_images["text"], "--checkpoint", tiny_captioner])
-    assert "notes.jpg" in line   # and _error_line checked that nothing reached stdout
+    assert "notes.jpg" in line  # and _error_line checked that nothing reached stdout
 
 
 def test_int8_on_cuda_is_refused(tiny_captioner, scenes_dir, capsys):
@@ -80,27 +83,37 @@ def bad_checkpoints(tmp_path) -> dict[str, Path]:
     torch.save({"weights": torch.zeros(3)}, not_ours)
     old = tmp_path / "old.pt"
     torch.save({"kind": "captioner", "model": {}, "config": {"no_such_option": 1}}, old)
-    return {"missing": tmp_path / "nope.pt", "wrong_kind": wrong_kind, "junk": junk, "not_ours": not_ours,
-            "old": old}
+    return {"missing": tmp_path / "nope.pt", "wrong_kind": wrong_kind, "junk": junk, "not_ours": not_ours, "old": old}
 
 
-@pytest.mark.parametrize("kind, reason", [
-    ("missing", "checkpoint not found"),
-    ("wrong_kind", "a vqa checkpoint, expected a captioner checkpoint"),
-    ("junk", "not a readable attend checkpoint"),
-    ("not_ours", "not an attend checkpoint"),
-    ("old", "does not match this version"),
-])
+@pytest.mark.parametrize(
+    "kind, reason",
+    [
+        ("missing", "checkpoint not found"),
+        ("wrong_kind", "a vqa checkpoint, expected a captioner checkpoint"),
+        ("junk", "not a readable attend checkpoint"),
+        ("not_ours", "not an attend checkpoint"),
+        ("old", "does not match this version"),
+    ],
+)
 def test_evaluate_bad_checkpoint(bad_checkpoints, scenes_dir, capsys, kind, reason):
-    line = _error_line(capsys, ["evaluate", "captioner", "--checkpoint", bad_checkpoints[kind],
-                                "--data", scenes_dir, "--split", "val"])
+    line = _error_line(
+        capsys, ["evaluate", "captioner", "--checkpoint", bad_checkpoints[kind], "--data", scenes_dir, "--split", "val"]
+    )
     assert reason in line and bad_checkpoints[kind].name in line
 
 
 def test_evaluate_empty_and_unknown_split(tiny_captioner, tmp_path, capsys):
     record = {"image": "a.png", "image_id": 1, "captions": ["a red square"], "tokens": [["a", "red", "square"]]}
-    write_prepared(tmp_path, CAPTIONS, {"source": "test", "vocab": {"itos": ["<pad>", "<start>", "<end>", "<unk>"]},
-                                        "splits": {"train": [record], "test": []}})
+    write_prepared(
+        tmp_path,
+        CAPTIONS,
+        {
+            "source": "test",
+            "vocab": {"itos": ["<pad>", "<start>", "<end>", "<unk>"]},
+            "splits": {"train": [record], "test": []},
+        },
+    )
     args = ["evaluate", "captioner", "--checkpoint", tiny_captioner, "--data", tmp_path]
     assert "split 'test' is empty" in _error_line(capsys, args + ["--split", "test"])
     line = _error_line(capsys, args + ["--split", "val"])
@@ -108,8 +121,7 @@ def test_evaluate_empty_and_unknown_split(tiny_captioner, tmp_path, capsys):
 
 
 def test_evaluate_without_prepared_data(tiny_captioner, tmp_path, capsys):
-    line = _error_line(capsys, ["evaluate", "captioner", "--checkpoint", tiny_captioner,
-                                "--data", tmp_path])
+    line = _error_line(capsys, ["evaluate", "captioner", "--checkpoint", tiny_captioner, "--data", tmp_path])
     assert "no prepared captions data here" in line
 
 
@@ -119,8 +131,9 @@ def test_evaluate_without_the_checkpoints_feature_cache_names_the_command(scenes
     from captioner.checkpoint import SHIPPED
 
     line = _error_line(capsys, ["evaluate", "captioner", "--checkpoint", SHIPPED["scenes"], "--data", scenes_dir])
-    assert line.endswith(f"no feature cache here (run `attend features --data {scenes_dir} "
-                         "--image-size 448 --mid-level` first)"), line
+    assert line.endswith(
+        f"no feature cache here (run `attend features --data {scenes_dir} --image-size 448 --mid-level` first)"
+    ), line
 
 
 # ---------------------------------------------------------------- attend features, prepare, train
@@ -131,8 +144,9 @@ def test_features_without_images_json(tmp_path, capsys):
     assert str(tmp_path / IMAGES) in line and "no prepared image data here" in line
 
 
-@pytest.mark.parametrize("spec", ["train=captions.json", "train", "=captions.json:images",
-                                  "train=:images", "train=captions.json:"])
+@pytest.mark.parametrize(
+    "spec", ["train=captions.json", "train", "=captions.json:images", "train=:images", "train=captions.json:"]
+)
 def test_prepare_coco_malformed_captions_spec(tmp_path, capsys, spec):
     line = _error_line(capsys, ["prepare", "coco", "--out", tmp_path / "out", "--captions", spec])
     assert "expected SPLIT=CAPTIONS_JSON:IMAGE_DIR" in line
@@ -140,8 +154,10 @@ def test_prepare_coco_malformed_captions_spec(tmp_path, capsys, spec):
 
 
 def test_prepare_coco_missing_files_and_no_source(tmp_path, capsys):
-    line = _error_line(capsys, ["prepare", "coco", "--out", tmp_path / "out",
-                                "--captions", f"train={tmp_path / 'nope.json'}:{tmp_path}"])
+    line = _error_line(
+        capsys,
+        ["prepare", "coco", "--out", tmp_path / "out", "--captions", f"train={tmp_path / 'nope.json'}:{tmp_path}"],
+    )
     assert "nope.json" in line and "not found" in line
     assert "--karpathy" in _error_line(capsys, ["prepare", "coco", "--out", tmp_path / "out"])
 
@@ -153,14 +169,17 @@ def test_train_unknown_model_option_and_bad_set_syntax(scenes_dir, tmp_path, cap
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["caption", "x.jpg", "--beam", "0"], "--beam: must be at least 1, got 0"),
-    (["caption", "x.jpg", "--batch-size", "-2"], "--batch-size: must be at least 1, got -2"),
-    (["evaluate", "captioner", "--checkpoint", "c.pt", "--beam", "two"], "expected an integer, got 'two'"),
-    (["train", "captioner", "--out", "r", "--epochs", "0"], "--epochs: must be at least 1, got 0"),
-    (["features", "--image-size", "16"], "--image-size: must be at least 32, got 16"),
-    (["features", "--encoder", "vgg"], "invalid choice: 'vgg'"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["caption", "x.jpg", "--beam", "0"], "--beam: must be at least 1, got 0"),
+        (["caption", "x.jpg", "--batch-size", "-2"], "--batch-size: must be at least 1, got -2"),
+        (["evaluate", "captioner", "--checkpoint", "c.pt", "--beam", "two"], "expected an integer, got 'two'"),
+        (["train", "captioner", "--out", "r", "--epochs", "0"], "--epochs: must be at least 1, got 0"),
+        (["features", "--image-size", "16"], "--image-size: must be at least 32, got 16"),
+        (["features", "--encoder", "vgg"], "invalid choice: 'vgg'"),
+    ],
+)
 def test_bad_argument_values_exit_2_from_argparse(capsys, argv, message):
     with pytest.raises(SystemExit) as info:
         main(argv)
@@ -177,13 +196,19 @@ def test_installed_command_exit_codes_and_stderr(tmp_path):
     assert ATTEND.is_file(), ATTEND
     junk = tmp_path / "junk.pt"
     junk.write_bytes(os.urandom(512))
-    result = subprocess.run([str(ATTEND), "evaluate", "captioner", "--checkpoint", str(junk), "--data", str(tmp_path)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(ATTEND), "evaluate", "captioner", "--checkpoint", str(junk), "--data", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 1 and result.stdout == ""
-    assert len(lines) == 1 and lines[0].startswith(f"attend: error: {junk}: not a readable attend checkpoint ("), \
-        result.stderr  # then the exception's class name, which depends on the random bytes
+    assert len(lines) == 1 and lines[0].startswith(f"attend: error: {junk}: not a readable attend checkpoint ("), (
+        result.stderr
+    )  # then the exception's class name, which depends on the random bytes
 
-    result = subprocess.run([str(ATTEND), "caption", "x.jpg", "--beam", "0"], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [str(ATTEND), "caption", "x.jpg", "--beam", "0"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2 and "must be at least 1" in result.stderr and "Traceback" not in result.stderr

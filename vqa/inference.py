@@ -11,10 +11,13 @@ plain dicts::
 or, for an unusable question or image, ``{"question": str, "error": str, ...}``.
 ``ask_one`` raises the error (an ``AttendError``) instead.
 """
+
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -22,9 +25,8 @@ from core.encoder import ImageEncoder
 from core.errors import AttendError
 from core.vocab import tokenize
 
-from .data import MAX_QUESTION_TOKENS, pad_questions, question_ids
 from .checkpoint import load_vqa
-
+from .data import MAX_QUESTION_TOKENS, pad_questions, question_ids
 
 ENCODE_BATCH = 32
 
@@ -36,14 +38,13 @@ class QuestionError(AttendError):
 class Answerer:
     """A trained VQA model with its image encoder, vocabulary and answer list."""
 
-    def __init__(self, net, vocab, answers: list[str], encoder: ImageEncoder, checkpoint: dict,
-                 device: torch.device):
+    def __init__(self, net, vocab, answers: list[str], encoder: ImageEncoder, checkpoint: dict, device: torch.device):
         self.net, self.vocab, self.answers, self.encoder = net, vocab, answers, encoder
         self.checkpoint, self.device = checkpoint, device
         self.grid = list(net.config.grid)
 
     @classmethod
-    def load(cls, checkpoint: str | Path | None = None, device: str | torch.device = "cpu") -> "Answerer":
+    def load(cls, checkpoint: str | Path | None = None, device: str | torch.device = "cpu") -> Answerer:
         """``checkpoint``: a path, ``"scenes"`` or ``"easy-vqa"`` (the shipped models); None = scenes."""
         device = torch.device(device)
         net, vocab, answers, encoder_config, state = load_vqa(checkpoint, device)
@@ -56,44 +57,56 @@ class Answerer:
         tokens = tokenize(question or "")
         unknown = self.vocab.unknown(tokens)
         if not tokens:
-            raise QuestionError("empty question: ask something about the image, e.g. "
-                                "\"what colour is the circle?\"")
+            raise QuestionError('empty question: ask something about the image, e.g. "what colour is the circle?"')
         if len(tokens) > MAX_QUESTION_TOKENS:
             raise QuestionError(f"question too long ({len(tokens)} words; the limit is {MAX_QUESTION_TOKENS})")
         if len(unknown) == len(tokens):
-            raise QuestionError(f"none of the question's words is known to this model "
-                                f"(unknown words: {', '.join(dict.fromkeys(unknown))})")
+            raise QuestionError(
+                f"none of the question's words is known to this model "
+                f"(unknown words: {', '.join(dict.fromkeys(unknown))})"
+            )
         return tokens, unknown
 
     @torch.inference_mode()
     def encode(self, images: Sequence[Any]) -> torch.Tensor:
         """Images (paths, bytes, file objects or PIL images) -> grids (N, P, D); ``ImageError`` if one is bad."""
         x = torch.stack([self.encoder.preprocess(image) for image in images]).to(self.device)  # (N, C, S, S)
-        return self.encoder(x)[0]                                         # (N, P, D)
+        return self.encoder(x)[0]  # (N, P, D)
 
     @torch.inference_mode()
-    def answer_features(self, features: torch.Tensor, token_lists: Sequence[list[str]],
-                        top_k: int = 3, image_index: torch.Tensor | None = None) -> list[dict]:
+    def answer_features(
+        self,
+        features: torch.Tensor,
+        token_lists: Sequence[list[str]],
+        top_k: int = 3,
+        image_index: torch.Tensor | None = None,
+    ) -> list[dict]:
         """Already encoded grids (N, P, D) and tokenized questions -> one result each.
 
         ``image_index`` (B,): the grid each question is about (default: question b, grid b).
         """
         ids = [torch.tensor(question_ids(tokens, self.vocab), dtype=torch.long) for tokens in token_lists]
-        questions = pad_questions(ids).to(self.device)                    # (B, T)
+        questions = pad_questions(ids).to(self.device)  # (B, T)
         if image_index is not None:
             image_index = image_index.to(self.device)
         logits, attention = self.net(features.to(self.device).float(), questions, image_index)  # (B, K), (B, G, P)
-        probs = torch.softmax(logits.float(), dim=1)                      # (B, K)
+        probs = torch.softmax(logits.float(), dim=1)  # (B, K)
         top = probs.topk(min(top_k, probs.shape[1]), dim=1)
         h, w = self.grid
         maps = attention.reshape(attention.shape[0], attention.shape[1], h, w).cpu()  # (B, G, h, w)
         results = []
         for b, tokens in enumerate(token_lists):
             pairs = [[self.answers[k], round(p, 4)] for p, k in zip(top.values[b].tolist(), top.indices[b].tolist())]
-            results.append({"answer": pairs[0][0], "top_k": pairs,
-                            "attention": [[[round(v, 4) for v in row] for row in glimpse] for glimpse in maps[b].tolist()],
-                            "grid": [h, w], "question_tokens": list(tokens),
-                            "unknown_words": self.vocab.unknown(tokens)})
+            results.append(
+                {
+                    "answer": pairs[0][0],
+                    "top_k": pairs,
+                    "attention": [[[round(v, 4) for v in row] for row in glimpse] for glimpse in maps[b].tolist()],
+                    "grid": [h, w],
+                    "question_tokens": list(tokens),
+                    "unknown_words": self.vocab.unknown(tokens),
+                }
+            )
         return results
 
     # ---------------------------------------------------------------- the API
@@ -112,8 +125,12 @@ class Answerer:
                 tokens[i], _ = self.check_question(question)
             except QuestionError as e:
                 tok = tokenize(question or "")
-                results[i] = {"question": question, "error": str(e), "question_tokens": tok,
-                              "unknown_words": self.vocab.unknown(tok)}
+                results[i] = {
+                    "question": question,
+                    "error": str(e),
+                    "question_tokens": tok,
+                    "unknown_words": self.vocab.unknown(tok),
+                }
         # Encode each distinct image once, in batches; a bad image fails only its questions.
         grids: dict[Any, torch.Tensor | str] = {}
         pending: list[tuple[Any, torch.Tensor]] = []
@@ -127,21 +144,25 @@ class Answerer:
             except AttendError as e:
                 grids[key] = str(e)
         for start in range(0, len(pending), ENCODE_BATCH):
-            chunk = pending[start:start + ENCODE_BATCH]
+            chunk = pending[start : start + ENCODE_BATCH]
             with torch.inference_mode():
-                x = torch.stack([t for _, t in chunk]).to(self.device)    # (N, C, S, S)
-                encoded = self.encoder(x)[0]                              # (N, P, D)
+                x = torch.stack([t for _, t in chunk]).to(self.device)  # (N, C, S, S)
+                encoded = self.encoder(x)[0]  # (N, P, D)
             grids.update((key, grid) for (key, _), grid in zip(chunk, encoded))
         for i in list(tokens):
             grid = grids[_image_key(images[i])]
             if isinstance(grid, str):
-                results[i] = {"question": questions[i], "error": grid, "question_tokens": tokens.pop(i),
-                              "unknown_words": []}
+                results[i] = {
+                    "question": questions[i],
+                    "error": grid,
+                    "question_tokens": tokens.pop(i),
+                    "unknown_words": [],
+                }
         order = sorted(tokens)
         if order:
             keys = list(dict.fromkeys(_image_key(images[i]) for i in order))
             row = {key: n for n, key in enumerate(keys)}
-            features = torch.stack([grids[key] for key in keys])           # (N, P, D)
+            features = torch.stack([grids[key] for key in keys])  # (N, P, D)
             image_index = torch.tensor([row[_image_key(images[i])] for i in order])  # (B,)
             answered = self.answer_features(features, [tokens[i] for i in order], top_k, image_index)
             for i, result in zip(order, answered):
@@ -151,7 +172,7 @@ class Answerer:
     def ask_one(self, image: Any, question: str, top_k: int = 3) -> dict:
         """One question about one image; raises ``AttendError`` (one line) if either is unusable."""
         tokens, _ = self.check_question(question)
-        features = self.encode([image])                                   # (1, P, D)
+        features = self.encode([image])  # (1, P, D)
         return {"question": question, **self.answer_features(features, [tokens], top_k)[0]}
 
 
@@ -161,3 +182,63 @@ def _image_key(image: Any) -> Any:
     if isinstance(image, (bytes, bytearray)):
         return ("bytes", bytes(image))
     return ("object", id(image))
+
+
+# ---------------------------------------------------------------- a JSONL file of questions
+
+BATCH_LINES = 64  # questions answered together by ``ask_file``
+
+
+def read_questions(path: str | Path) -> Iterator[tuple[int, str | None, str | None, str | None]]:
+    """(line number, image, question, None) or (line number, None, None, error) for each non-blank line of
+    a JSONL file of ``{"image": PATH, "question": TEXT}``; a relative image path that does not exist from
+    the working directory is read relative to the file. An unreadable file raises ``AttendError``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise AttendError(f"{path}: questions file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise AttendError(f"{path}: cannot read questions file ({type(e).__name__})") from None
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            yield n, None, None, f"line {n}: not valid JSON"
+            continue
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("image"), str)
+            or not isinstance(item.get("question"), str)
+        ):
+            yield n, None, None, f'line {n}: expected {{"image": PATH, "question": TEXT}}'
+            continue
+        image = Path(item["image"])
+        if not image.is_absolute() and not image.exists() and (path.parent / image).exists():
+            image = path.parent / image  # relative to the questions file when not to the cwd
+        yield n, str(image), item["question"], None
+
+
+def ask_file(answerer: Answerer, path: str | Path, top_k: int = 3, batch_lines: int = BATCH_LINES) -> Iterator[dict]:
+    """Answer a JSONL file of questions (``read_questions``) ``batch_lines`` at a time, so a long file
+    streams: one dict per non-blank line, in file order -- ``{"line": n, "image": ..., **answer}`` (an
+    ``ask`` result, which may itself hold an ``error``), or ``{"line": n, "error": ...}`` for a bad line."""
+    if batch_lines < 1:
+        raise ValueError(f"batch_lines must be at least 1, got {batch_lines}")
+
+    def answered(batch: list) -> Iterator[dict]:
+        good = [(image, question) for _, image, question, error in batch if error is None]
+        answers = iter(answerer.ask([image for image, _ in good], [question for _, question in good], top_k=top_k))
+        for n, image, _, error in batch:
+            yield {"line": n, "error": error} if error else {"line": n, "image": image, **next(answers)}
+
+    batch: list = []
+    for item in read_questions(path):
+        batch.append(item)
+        if len(batch) == batch_lines:
+            yield from answered(batch)
+            batch = []
+    if batch:
+        yield from answered(batch)

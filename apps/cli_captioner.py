@@ -1,0 +1,235 @@
+"""The captioner commands of `attend`: train captioner, evaluate captioner, bench decode, bench train, caption.
+
+Argument parsing only; ``register`` adds them to the parser ``apps.cli`` builds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from core.errors import AttendError
+
+from .options import (
+    DEFAULT_DATA,
+    Groups,
+    add_captions_per_image,
+    add_checkpoint,
+    add_device,
+    add_int8,
+    add_plain,
+    add_train_args,
+    encoder_config,
+    int_at_least,
+    log,
+    model_overrides,
+    print_json,
+    train_config,
+)
+
+# ---------------------------------------------------------------- train, evaluate, caption
+
+
+def cmd_train_captioner(args: argparse.Namespace) -> None:
+    from captioner.train import train_captioner
+
+    overrides = model_overrides(args.set)
+    if args.cell:
+        overrides["cell"] = args.cell
+    if args.no_attention:
+        overrides["attention"] = False
+    result = train_captioner(
+        args.data,
+        args.out,
+        overrides,
+        train_config(args),
+        encoder=encoder_config(args),
+        val_limit=args.val_limit,
+        select=args.select,
+        device=args.device,
+        export=args.export,
+        captions_per_image=args.captions_per_image,
+        init=args.init,
+        fast=not args.plain,
+        log=log,
+    )
+    print_json({k: result[k] for k in ("best", "checkpoint", "exported") if k in result})
+
+
+def cmd_evaluate_captioner(args: argparse.Namespace) -> None:
+    from captioner.train import evaluate_captioner
+
+    summary = evaluate_captioner(
+        args.checkpoint,
+        args.data,
+        split=args.split,
+        beam_size=args.beam,
+        length_penalty=args.length_penalty,
+        out=args.out,
+        device=args.device,
+        int8=args.int8,
+        fast=not args.plain,
+    )
+    if not args.examples:
+        summary.get("scenes", {}).pop("examples", None)
+    print_json(summary)
+
+
+def cmd_caption(args: argparse.Namespace) -> None:
+    from captioner.inference import Captioner, save_attention
+
+    if not args.images:
+        raise AttendError("give at least one image")
+    captioner = Captioner.load(args.checkpoint, device=args.device, int8=args.int8, fast=not args.plain)
+    results = captioner.caption([str(p) for p in args.images], beam_size=args.beam, batch_size=args.batch_size)
+    for i, r in enumerate(results):
+        print(json.dumps(r.to_json()) if args.json else f"{r.name}\t{r.caption}")
+        if args.attention_out:
+            save_attention(r, args.attention_out / f"{i:04d}_{Path(r.name).stem}_attention.png")
+
+
+# ---------------------------------------------------------------- bench
+
+
+def _bench_shapes(args: argparse.Namespace) -> dict:
+    """The shapes to measure: the common COCO configuration and the default model's."""
+    from captioner.bench import COCO_SHAPE
+
+    shapes = {}
+    if args.config in ("coco", "both"):
+        shapes["coco"] = COCO_SHAPE
+    if args.config in ("default", "both"):
+        from captioner.checkpoint import KIND, captioner_config, resolve_checkpoint
+        from core.checkpoint import load_checkpoint
+
+        shapes["default"] = captioner_config(load_checkpoint(resolve_checkpoint(None), KIND))
+    return shapes
+
+
+def cmd_bench_decode(args: argparse.Namespace) -> None:
+    from captioner.bench import bench_decode
+
+    print_json(
+        [
+            bench_decode(
+                shape,
+                steps=args.steps,
+                beams=args.beams,
+                batches=args.batches,
+                device=args.device or "cpu",
+                weights=tuple(args.weights),
+            )
+            | {"config": name}
+            for name, shape in _bench_shapes(args).items()
+        ]
+    )
+
+
+def cmd_bench_train(args: argparse.Namespace) -> None:
+    from captioner.bench import bench_train
+
+    print_json(
+        [
+            bench_train(
+                shape,
+                batch=args.batch_size,
+                steps=args.steps,
+                cache_images=args.cache_images,
+                device=args.device or "cpu",
+                captions_per_image=args.captions_per_image,
+                folder=args.folder and str(Path(args.folder) / name),
+                fast=not args.plain,
+            )
+            | {"config": name}
+            for name, shape in _bench_shapes(args).items()
+        ]
+    )
+
+
+# ---------------------------------------------------------------- parser
+
+
+def register(groups: Groups) -> None:
+    """Add train captioner, evaluate captioner, bench decode, bench train and caption to `attend`."""
+    p = groups.train.add_parser("captioner", help="Show, Attend and Tell on cached features (torchrun-ready)")
+    add_train_args(p, epochs=20, batch_size=64, lr=2e-3)
+    p.add_argument("--cell", choices=["lstm", "gru", "rnn"])
+    p.add_argument("--no-attention", action="store_true", help="the CNN+RNN baseline")
+    p.add_argument("--val-limit", type=int_at_least(1), default=500, help="validation images scored per epoch")
+    p.add_argument("--select", default="bleu4", help="validation metric that picks best.pt")
+    p.add_argument("--export", type=Path, help="also write best.pt as a float16 shippable checkpoint here")
+    add_checkpoint(
+        p,
+        "captioner",
+        flag="--init",
+        type=Path,
+        metavar="CHECKPOINT",
+        shipped_default=False,
+        what="fine-tune: start from the weights of this captioner checkpoint file",
+        note=" (same data vocabulary and features; a fresh optimizer and schedule; --set may change "
+        "options such as alpha_c)",
+    )
+    add_captions_per_image(p)
+    add_plain(p)
+    p.set_defaults(func=cmd_train_captioner)
+
+    p = groups.evaluate.add_parser("captioner", help="BLEU, COCO metrics, scenes object/pointing accuracy")
+    add_checkpoint(p, "captioner", type=Path, required=True)
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--split", default="test")
+    p.add_argument("--beam", type=int_at_least(1), default=3)
+    p.add_argument("--length-penalty", type=float, default=0.0)
+    p.add_argument("--out", type=Path, help="write metrics_SPLIT.json and captions_SPLIT_results.json here")
+    p.add_argument("--examples", action="store_true", help="include example errors in the output")
+    add_device(p)
+    add_int8(p)
+    add_plain(p)
+    p.set_defaults(func=cmd_evaluate_captioner)
+
+    p = groups.bench.add_parser("decode", help="beam-search ms per image per step (random weights)")
+    p.add_argument("--config", choices=["coco", "default", "both"], default="both")
+    p.add_argument("--steps", type=int, nargs="+", default=[12, 51])
+    p.add_argument("--beams", type=int, nargs="+", default=[3, 5])
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 32])
+    p.add_argument(
+        "--weights",
+        nargs="+",
+        choices=["float32", "int8", "plain"],
+        default=["float32", "int8"],
+        help="decoder weights to measure (int8: the CPU path of --int8; plain: the reference model)",
+    )
+    add_device(p, default="cpu")
+    p.set_defaults(func=cmd_bench_decode)
+
+    p = groups.bench.add_parser("train", help="training captions per second from cached features, peak memory")
+    p.add_argument("--config", choices=["coco", "default", "both"], default="both")
+    p.add_argument("--batch-size", type=int_at_least(1), default=32, help="captions per batch")
+    add_captions_per_image(p)
+    p.add_argument("--steps", type=int_at_least(1), default=5)
+    p.add_argument(
+        "--cache-images",
+        type=int_at_least(0),
+        default=0,
+        help="read batches from a memory-mapped float16 cache of this many random grids",
+    )
+    p.add_argument(
+        "--folder",
+        help="where to write that cache, one subfolder per --config, reused by "
+        "later runs (default: a temporary folder, removed after)",
+    )
+    add_device(p, default="cpu")
+    add_plain(p)
+    p.set_defaults(func=cmd_bench_train)
+
+    p = groups.top.add_parser("caption", help="caption images (default model: the shipped scenes captioner)")
+    p.add_argument("images", nargs="*", type=Path, metavar="IMAGE")
+    add_checkpoint(p, "captioner", type=Path, what="a captioner checkpoint file")
+    p.add_argument("--beam", type=int_at_least(1), default=3)
+    p.add_argument("--batch-size", type=int_at_least(1), default=16)
+    p.add_argument("--json", action="store_true", help="one JSON object per image: caption, tokens, attention, grid")
+    p.add_argument("--attention-out", type=Path, metavar="DIR", help="write a PNG per image with every word's map")
+    add_device(p)
+    add_int8(p)
+    add_plain(p)
+    p.set_defaults(func=cmd_caption)

@@ -1,0 +1,197 @@
+"""The options `attend`'s commands share, defined once, and the helpers that turn them into library calls.
+
+The command modules (``cli_data``, ``cli_captioner``, ``cli_vqa``) import this module and the
+library only; ``apps.cli`` builds the parser from them. Nothing here imports torch, so
+``attend --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.errors import AttendError
+
+DEFAULT_DATA = Path("data/scenes")
+
+# The shipped models by name, (default first), for the help texts; tests/test_cli.py checks them
+# against captioner.checkpoint.SHIPPED and vqa.checkpoint.SHIPPED (importing those here would
+# import torch just to print --help).
+SHIPPED = {"captioner": ("scenes",), "vqa": ("scenes", "easy-vqa")}
+
+INT8_HELP = "decode with int8 weights in the per-step layers (CPU only; faster, captions can differ slightly)"
+PLAIN_HELP = "run the plain reference model (captioner/model.py) instead of the fast path: the same numbers, slower"
+
+
+@dataclass
+class Groups:
+    """The subparser groups every command module registers into: ``attend COMMAND``,
+    ``attend prepare DATASET``, ``attend train MODEL``, ``attend evaluate MODEL``, ``attend bench WHAT``."""
+
+    top: argparse._SubParsersAction
+    prepare: argparse._SubParsersAction
+    train: argparse._SubParsersAction
+    evaluate: argparse._SubParsersAction
+    bench: argparse._SubParsersAction
+
+
+# ---------------------------------------------------------------- output
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+def log(message: str) -> None:
+    """Progress for people goes to stderr; stdout stays the command's result."""
+    print(message, file=sys.stderr)
+
+
+# ---------------------------------------------------------------- value types
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``low`` (a bad value is argparse's usage error, exit 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
+def model_overrides(pairs: list[str] | None) -> dict:
+    """--set name=value pairs -> a dict of typed values (ints, floats, booleans, strings)."""
+    overrides = {}
+    for pair in pairs or []:
+        name, sep, text = pair.partition("=")
+        if not sep:
+            raise AttendError(f"--set {pair!r}: expected NAME=VALUE")
+        value = json.loads(text) if text in ("true", "false") else text
+        for cast in (int, float):
+            try:
+                value = cast(text)
+                break
+            except ValueError:
+                pass
+        overrides[name.replace("-", "_")] = value
+    return overrides
+
+
+# ---------------------------------------------------------------- shared options
+
+
+def checkpoint_help(task: str, what: str = "a checkpoint file", shipped_default: bool = True) -> str:
+    """``what``, then the shipped models' names, the first marked as the default when ``shipped_default``."""
+    first, *others = SHIPPED[task]
+    names = " or ".join([f"{first} (default)" if shipped_default else first, *others])
+    return f"{what}, or a shipped {'VQA' if task == 'vqa' else task} model: {names}"
+
+
+def add_checkpoint(
+    p: argparse.ArgumentParser,
+    task: str,
+    flag: str = "--checkpoint",
+    what: str = "a checkpoint file",
+    shipped_default: bool = True,
+    note: str = "",
+    **kwargs: Any,
+) -> None:
+    """``--checkpoint`` (or ``--init``): a path or a shipped model's name. ``kwargs`` go to add_argument:
+    the captioner's commands parse it as a Path, as they always have; the VQA ones keep the text."""
+    shipped_default = shipped_default and not kwargs.get("required")
+    p.add_argument(flag, help=checkpoint_help(task, what, shipped_default) + note, **kwargs)
+
+
+def add_device(p: argparse.ArgumentParser, default: str = "cuda when present") -> None:
+    p.add_argument("--device", help=f"cpu or cuda (default: {default})")
+
+
+def add_int8(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--int8", action="store_true", help=INT8_HELP)
+
+
+def add_plain(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plain", action="store_true", help=PLAIN_HELP)
+
+
+def add_captions_per_image(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--captions-per-image",
+        type=int_at_least(0),
+        default=0,
+        metavar="K",
+        help="batch K captions of each image together, its grid read and projected once "
+        "(--batch-size still counts captions); 0 (default): every caption on its own",
+    )
+
+
+def add_encoder_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--encoder", default="efficientnet-lite0", choices=["efficientnet-lite0", "resnet50", "resnet101"])
+    p.add_argument("--image-size", type=int_at_least(32), default=224, help="input side in pixels (224 -> 7x7 grid)")
+    p.add_argument("--encoder-weights", help="a local state_dict file (needed for ResNets)")
+    p.add_argument(
+        "--mid-level",
+        action="store_true",
+        help="append a middle stage's pooled features to each cell (keeps colour; README)",
+    )
+
+
+def add_train_args(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float) -> None:
+    """What every `attend train MODEL` takes: data, run folder, optimisation, device, --set, encoder."""
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, metrics.jsonl, metrics.png")
+    p.add_argument("--epochs", type=int_at_least(1), default=epochs)
+    p.add_argument("--batch-size", type=int_at_least(1), default=batch_size)
+    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--grad-clip", type=float, default=5.0)
+    p.add_argument("--warmup", type=int_at_least(0), default=100, help="warm-up steps")
+    p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int_at_least(0), default=0, help="data-loading processes")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    add_device(p)
+    p.add_argument("--set", nargs="+", metavar="NAME=VALUE", help="model options, e.g. hidden_dim=512 alpha_c=0.5")
+    add_encoder_args(p)
+
+
+# ---------------------------------------------------------------- options -> library configs
+
+
+def train_config(args: argparse.Namespace):
+    """The ``core.training.TrainConfig`` of ``add_train_args``'s options."""
+    from core.training import TrainConfig
+
+    return TrainConfig(
+        out_dir=str(args.out),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        grad_clip=args.grad_clip,
+        warmup_steps=args.warmup,
+        schedule=args.schedule,
+        seed=args.seed,
+        workers=args.workers,
+        resume=args.resume,
+    )
+
+
+def encoder_config(args: argparse.Namespace):
+    """The ``core.encoder.EncoderConfig`` of ``add_encoder_args``'s options."""
+    from core.encoder import EncoderConfig
+
+    return EncoderConfig(
+        backbone=args.encoder, image_size=args.image_size, weights=args.encoder_weights, mid_level=args.mid_level
+    )
