@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: app demo test setup clean-venv
+.PHONY: app demo test lint format browser setup clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,8 +25,23 @@ demo: $(STAMP)
 	$(BIN)/attend prepare scenes --out data/demo --seed 7 --train 1 --val 1 --test 2 >/dev/null
 	$(BIN)/attend caption data/demo/images/test/*.png --beam 3
 
-test: $(STAMP)
-	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+# The browser test (tests/test_browser.py) drives Debian's chromium; on a fresh machine this
+# installs it with apt-get, which needs root.
+browser:
+	@command -v chromium >/dev/null || { echo "installing Debian's chromium for the browser test"; \
+		apt-get update && apt-get install -y chromium; }
+
+# Lint and format check (ruff, configured in pyproject.toml); `make format` fixes what it can.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# What CI runs (.ci/run): lint, then the whole test suite.
+test: $(STAMP) browser lint
 	$(BIN)/python -m pytest -q
 
 clean-venv:

@@ -1,9 +1,11 @@
 """The captioner's `attend bench decode` and `attend bench train`: speed and memory as JSON,
 with random weights at the COCO size or the shipped model's."""
+
 from __future__ import annotations
 
 import shutil
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +23,14 @@ from .fast import FastDecoder, TrainingDecoder
 from .model import AttentionDecoder, CaptionerConfig, caption_loss
 
 # The common COCO configuration (ResNet-101 at 448 px, 512/512/512, Karpathy vocabulary).
-COCO_SHAPE = {"grid": [14, 14], "encoder_dim": 2048, "embed_dim": 512, "attention_dim": 512,
-              "hidden_dim": 512, "vocab_size": 9490}
+COCO_SHAPE = {
+    "grid": [14, 14],
+    "encoder_dim": 2048,
+    "embed_dim": 512,
+    "attention_dim": 512,
+    "hidden_dim": 512,
+    "vocab_size": 9490,
+}
 
 
 def _decoder(shape: dict, device: str, cls: type[AttentionDecoder] = AttentionDecoder):
@@ -31,8 +39,15 @@ def _decoder(shape: dict, device: str, cls: type[AttentionDecoder] = AttentionDe
     return cls(config).to(device).eval(), config
 
 
-def bench_decode(shape: dict, steps=(12, 51), beams=(3, 5), batches=(1, 32), device: str = "cpu",
-                 repeats: int = 3, weights=("float32", "int8")) -> dict:
+def bench_decode(
+    shape: dict,
+    steps=(12, 51),
+    beams=(3, 5),
+    batches=(1, 32),
+    device: str = "cpu",
+    repeats: int = 3,
+    weights=("float32", "int8"),
+) -> dict:
     """Beam-search ms per image per step, with random weights and random grids, for each kind
     of decoder ``weights``: "float32" and "int8" (CPU only; skipped on CUDA) through
     ``fast.FastDecoder``, "plain" through the reference ``model.AttentionDecoder``.
@@ -56,18 +71,40 @@ def bench_decode(shape: dict, steps=(12, 51), beams=(3, 5), batches=(1, 32), dev
             for beam in beams:
                 for batch in batches:
                     features = torch.randn(batch, p, config.encoder_dim, device=device)
-                    seconds = timed(lambda: beam_search(decoders[kind], features, beam, max_len=n_steps),
-                                    repeats=repeats, warmup=1)
-                    rows.append({"weights": kind, "steps": n_steps, "beam": beam, "batch": batch,
-                                 "ms_per_image_per_step": round(1000 * seconds / batch / n_steps, 3),
-                                 "ms_per_image": round(1000 * seconds / batch, 1)})
-    return {"bench": "decode", "shape": shape, "device": device, "threads": torch.get_num_threads(),
-            "results": rows, "peak_rss_mb": peak_rss_mb()}
+                    seconds = timed(
+                        partial(beam_search, decoders[kind], features, beam, max_len=n_steps), repeats=repeats, warmup=1
+                    )
+                    rows.append(
+                        {
+                            "weights": kind,
+                            "steps": n_steps,
+                            "beam": beam,
+                            "batch": batch,
+                            "ms_per_image_per_step": round(1000 * seconds / batch / n_steps, 3),
+                            "ms_per_image": round(1000 * seconds / batch, 1),
+                        }
+                    )
+    return {
+        "bench": "decode",
+        "shape": shape,
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "results": rows,
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
-def bench_train(shape: dict, batch: int = 32, caption_len: int = 16, steps: int = 5, cache_images: int = 0,
-                device: str = "cpu", folder: str | None = None, captions_per_image: int = 0,
-                fast: bool = True) -> dict:
+def bench_train(
+    shape: dict,
+    batch: int = 32,
+    caption_len: int = 16,
+    steps: int = 5,
+    cache_images: int = 0,
+    device: str = "cpu",
+    folder: str | None = None,
+    captions_per_image: int = 0,
+    fast: bool = True,
+) -> dict:
     """Training captions per second from cached features (forward, loss, backward, Adam), with
     the fast teacher forcing (``fast.TrainingDecoder``) or, ``fast=False``, the plain model.
 
@@ -96,11 +133,17 @@ def bench_train(shape: dict, batch: int = 32, caption_len: int = 16, steps: int 
             cache = FeatureCache(folder)
         except AttendError:
             cache = None
-        if cache is None or (len(cache), cache.dim, cache.grid) != (cache_images, config.encoder_dim, tuple(config.grid)):
+        if cache is None or (len(cache), cache.dim, cache.grid) != (
+            cache_images,
+            config.encoder_dim,
+            tuple(config.grid),
+        ):
             cache = FeatureCache(write_random_cache(folder, cache_images, config.grid, config.encoder_dim))
         keys = cache.keys()
 
-    in_memory = None if cache is not None else torch.randn(images, p, config.encoder_dim, generator=generator).to(device)
+    in_memory = (
+        None if cache is not None else torch.randn(images, p, config.encoder_dim, generator=generator).to(device)
+    )
 
     def one_step():
         if cache is not None:
@@ -120,11 +163,21 @@ def bench_train(shape: dict, batch: int = 32, caption_len: int = 16, steps: int 
     swept = 0
     if cache is not None:  # read the whole cache once, as an epoch does
         for i in range(0, len(keys), batch):
-            swept += len(np.stack([cache[k] for k in keys[i:i + batch]]))
+            swept += len(np.stack([cache[k] for k in keys[i : i + batch]]))
         if temporary:
             shutil.rmtree(folder)
-    return {"bench": "train", "shape": shape, "device": device, "path": "fast" if fast else "plain",
-            "batch": images * k,
-            "images_per_batch": images, "captions_per_image": captions_per_image, "caption_words": caption_len,
-            "captions_per_s": round(images * k / seconds, 1), "ms_per_step": round(1000 * seconds, 1),
-            "cache_images": cache_images, "cache_images_read": swept, "peak_rss_mb": peak_rss_mb()}
+    return {
+        "bench": "train",
+        "shape": shape,
+        "device": device,
+        "path": "fast" if fast else "plain",
+        "batch": images * k,
+        "images_per_batch": images,
+        "captions_per_image": captions_per_image,
+        "caption_words": caption_len,
+        "captions_per_s": round(images * k / seconds, 1),
+        "ms_per_step": round(1000 * seconds, 1),
+        "cache_images": cache_images,
+        "cache_images_read": swept,
+        "peak_rss_mb": peak_rss_mb(),
+    }

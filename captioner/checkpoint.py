@@ -4,6 +4,7 @@
 settings it was trained on; ``fast`` picks the decoding path (``captioner.fast``) or the
 plain model (``captioner.model``), which give the same captions.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,8 +37,9 @@ def captioner_config(checkpoint: dict) -> dict:
     return {"gate": "vector", **checkpoint["config"]}
 
 
-def load_captioner(checkpoint: str | Path | None, device: str | torch.device = "cpu", int8: bool = False,
-                   fast: bool = True) -> tuple[Decoder, Vocab, EncoderConfig, dict]:
+def load_captioner(
+    checkpoint: str | Path | None, device: str | torch.device = "cpu", int8: bool = False, fast: bool = True
+) -> tuple[Decoder, Vocab, EncoderConfig, dict]:
     """Rebuild a decoder from one checkpoint file or shipped name, ready to decode:
     (decoder, vocab, encoder config, the checkpoint dict).
 

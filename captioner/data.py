@@ -7,6 +7,7 @@ Two ways to batch them:
   five: neuraltalk2's "seq_per_img"). The decoder then makes everything it makes per image
   once for K captions (``AttentionDecoder.forward``), and an epoch reads each grid once.
 """
+
 from __future__ import annotations
 
 import torch
@@ -73,7 +74,7 @@ def images_per_batch(batch_size: int, per_image: int) -> int:
 
 def collate_captions(batch):
     """[(grid, [K captions])] -> grids (B, P, D) and captions (B*K, T), image-major, 0 = <pad>."""
-    features = torch.stack([f for f, _ in batch])                            # (B, P, D)
+    features = torch.stack([f for f, _ in batch])  # (B, P, D)
     rows = [c for _, caps in batch for c in caps]
     captions = torch.zeros(len(rows), max(len(c) for c in rows), dtype=torch.long)  # (B*K, T)
     for i, c in enumerate(rows):

@@ -38,6 +38,7 @@ What each trick buys, measured on a 2-core CPU (`attend bench decode` / `attend 
   ``DeferredLinear`` turns the T per-step weight gradients of the LSTM (and of the query
   and gate) into one product over all steps.
 """
+
 from __future__ import annotations
 
 import copy
@@ -90,6 +91,7 @@ def _look_weights(decoder: AttentionDecoder):
 
 
 # ---------------------------------------------------------------------------- decoding
+
 
 class FastMemory(NamedTuple):
     features: torch.Tensor  # (B, P, D) the grid, position added
@@ -145,7 +147,7 @@ class FastDecoder:
             projected = d.attention.project(features).mul_(2)  # (B, P, A)
             if self._tables_pay(features):
                 out = features @ d.context_out.weight.t() if self.config.deep_output else None  # (B, P, H)
-                tables = (features @ d.cell.weight_ih[:, self.config.embed_dim:].t(), out)  # (B, P, 4H)
+                tables = (features @ d.cell.weight_ih[:, self.config.embed_dim :].t(), out)  # (B, P, 4H)
         return FastMemory(features, features.mean(1), projected, tables)
 
     @torch.no_grad()
@@ -168,8 +170,8 @@ class FastDecoder:
         scores = projected.new_empty(b, k, p)
         for i in range(0, b, n):
             s = buffer[: min(n, b - i)]
-            torch.sigmoid_(torch.add(projected[i:i + n].unsqueeze(1), query[i:i + n], out=s))
-            torch.matmul(s, weight, out=scores[i:i + n])
+            torch.sigmoid_(torch.add(projected[i : i + n].unsqueeze(1), query[i : i + n], out=s))
+            torch.matmul(s, weight, out=scores[i : i + n])
         return torch.softmax(scores.add_(bias).view(b * k, p), dim=-1)  # (N, P)
 
     def _look(self, h: torch.Tensor, memory: FastMemory):
@@ -245,6 +247,7 @@ def quantized_int8(decoder: AttentionDecoder) -> AttentionDecoder:
 
 
 # ---------------------------------------------------------------------------- training
+
 
 class TrainingDecoder(AttentionDecoder):
     """An ``AttentionDecoder`` whose teacher forcing is the fast one (see the module's docstring)."""

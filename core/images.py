@@ -156,9 +156,7 @@ def load_image(source: Any, name: str | None = None) -> Image.Image:
     try:
         image.load()  # first frame only; truncated data fails here, not later in a batch
     except Exception as exc:
-        raise ImageError(
-            name, f"truncated or corrupt image data ({type(exc).__name__}: {exc})"
-        ) from None
+        raise ImageError(name, f"truncated or corrupt image data ({type(exc).__name__}: {exc})") from None
     try:
         oriented = ImageOps.exif_transpose(image)  # returns a copy; caller's image untouched
     except Exception:

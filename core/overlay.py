@@ -1,4 +1,5 @@
 """Attention maps drawn over the image the model saw (the CLI's PNGs and the app use these)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,8 +41,9 @@ def overlay(image: Image.Image, grid: np.ndarray, opacity: float = 0.55) -> Imag
     return Image.blend(image, heatmap(grid, image.size), opacity)
 
 
-def overlay_sheet(image: Image.Image, words: list[str], attention: np.ndarray, columns: int = 5,
-                  tile: int = 160) -> Image.Image:
+def overlay_sheet(
+    image: Image.Image, words: list[str], attention: np.ndarray, columns: int = 5, tile: int = 160
+) -> Image.Image:
     """One tile per word: the image, that word's attention over it, the word underneath."""
     tiles = [("(image)", image.convert("RGB"))] + [(w, overlay(image, a)) for w, a in zip(words, attention)]
     rows = (len(tiles) + columns - 1) // columns

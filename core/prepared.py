@@ -24,6 +24,7 @@ KEY names an image uniquely across splits (easy-VQA restarts its ids in each spl
 example ``train2014/COCO_train2014_000000000009.jpg`` or ``scenes/train/000012.png``.
 A data set may have captions.json, vqa.json or both (the scenes have both).
 """
+
 from __future__ import annotations
 
 import json
@@ -106,8 +107,7 @@ def split_records(data_dir: str | os.PathLike, name: str, split: str) -> tuple[d
     obj = read_prepared(data_dir, name)
     splits = obj["splits"]
     if split not in splits:
-        raise AttendError(f"{Path(data_dir) / name}: no split {split!r} "
-                          f"(have: {', '.join(sorted(splits)) or 'none'})")
+        raise AttendError(f"{Path(data_dir) / name}: no split {split!r} (have: {', '.join(sorted(splits)) or 'none'})")
     if not splits[split]:
         raise AttendError(f"{Path(data_dir) / name}: split {split!r} is empty")
     return obj, splits[split]

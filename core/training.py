@@ -7,25 +7,26 @@ CUDA only (bf16 autocast with nn.LSTM crashes in oneDNN on the CPU), DDP under t
 an atomic checkpoint every epoch (``last.pt``) and on improvement (``best.pt``),
 ``--resume``, a JSON-lines metrics log and a PNG plot. Only rank 0 writes files.
 """
+
 from __future__ import annotations
 
 import io
 import json
 import math
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
+from .checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
 from .distributed import Context
 from .errors import AttendError
-from .checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
 from .prepared import atomic_write_bytes
 
 
@@ -38,13 +39,14 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 5.0
     warmup_steps: int = 100
-    schedule: str = "cosine"      # cosine | constant
+    schedule: str = "cosine"  # cosine | constant
     seed: int = 0
     workers: int = 0
     resume: bool = False
 
 
 # ---------------------------------------------------------------- the loop
+
 
 def _schedule(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
@@ -54,6 +56,7 @@ def _schedule(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
             return 1.0
         progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
     return factor
 
 
@@ -88,19 +91,29 @@ def fit(
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
     if last_path.exists() and not cfg.resume:
-        raise AttendError(f"{out}: holds a training run already; pass --resume to continue it "
-                          "or choose another --out")
+        raise AttendError(f"{out}: holds a training run already; pass --resume to continue it or choose another --out")
     torch.manual_seed(cfg.seed + ctx.rank)
     device = ctx.device
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, cfg.lr, cfg.weight_decay)
-    sampler = DistributedSampler(train_set, ctx.world_size, ctx.rank, shuffle=True, seed=cfg.seed) \
-        if ctx.distributed else None
+    sampler = (
+        DistributedSampler(train_set, ctx.world_size, ctx.rank, shuffle=True, seed=cfg.seed)
+        if ctx.distributed
+        else None
+    )
     generator = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
-                        collate_fn=collate, num_workers=cfg.workers, drop_last=len(train_set) > cfg.batch_size,
-                        generator=generator, pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        train_set,
+        batch_size=cfg.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        collate_fn=collate,
+        num_workers=cfg.workers,
+        drop_last=len(train_set) > cfg.batch_size,
+        generator=generator,
+        pin_memory=device.type == "cuda",
+    )
     if len(loader) == 0:
         raise AttendError("the training split is empty")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, cfg.epochs * len(loader)))
@@ -125,8 +138,13 @@ def fit(
         net.train()
         started, sums, count = time.perf_counter(), {}, 0
         # A bar on a terminal only (disable=None), on rank 0: CPU epochs take minutes.
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
-                   disable=None if ctx.is_main else True)
+        bar = tqdm(
+            loader,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            unit="batch",
+            leave=False,
+            disable=None if ctx.is_main else True,
+        )
         for batch in bar:
             with autocast:
                 loss, metrics = loss_fn(net, batch, device)
@@ -142,21 +160,35 @@ def fit(
             if count % 20 == 0 and "loss" in sums:
                 bar.set_postfix(loss=f"{sums['loss'] / count:.4f}", refresh=False)
         seconds = time.perf_counter() - started
-        row = {"epoch": epoch + 1, **{f"train_{k}": round(v / count, 5) for k, v in sums.items()},
-               "lr": scheduler.get_last_lr()[0], "seconds": round(seconds, 1)}
+        row = {
+            "epoch": epoch + 1,
+            **{f"train_{k}": round(v / count, 5) for k, v in sums.items()},
+            "lr": scheduler.get_last_lr()[0],
+            "seconds": round(seconds, 1),
+        }
         if ctx.is_main:
             model.eval()
             row.update({f"val_{k}": v for k, v in evaluate(model).items()})
             improved = row[f"val_{select}"] > best
             best = max(best, row[f"val_{select}"])
             history.append(row)
-            checkpoint = {**extra, "model": model.state_dict(), "metrics": row,
-                          "version": CHECKPOINT_VERSION}
+            checkpoint = {**extra, "model": model.state_dict(), "metrics": row, "version": CHECKPOINT_VERSION}
             if improved:
                 save_checkpoint(best_path, checkpoint)
-            save_checkpoint(last_path, {**checkpoint, "train": {
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "epoch": epoch, "best": best, "history": history, "config": asdict(cfg)}})
+            save_checkpoint(
+                last_path,
+                {
+                    **checkpoint,
+                    "train": {
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "epoch": epoch,
+                        "best": best,
+                        "history": history,
+                        "config": asdict(cfg),
+                    },
+                },
+            )
             atomic_write_bytes(log_path, "".join(json.dumps(r) + "\n" for r in history).encode())
             plot_history(history, out / "metrics.png", select)
             log(" ".join(f"{k}={v}" for k, v in row.items()) + ("  *best*" if improved else ""))

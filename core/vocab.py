@@ -4,11 +4,12 @@ The tokenizer needs no downloaded data (nltk's ``word_tokenize`` needs its punkt
 which is not there offline): lowercase, then runs of letters and digits, keeping inner apostrophes
 ("what's", "don't"). Punctuation is dropped, as in the Karpathy split's tokens.
 """
+
 from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)
@@ -35,14 +36,15 @@ class Vocab:
     pad_id, start_id, end_id, unk_id = 0, 1, 2, 3
 
     @classmethod
-    def build(cls, token_lists: Iterable[Sequence[str]], min_count: int = 1) -> "Vocab":
+    def build(cls, token_lists: Iterable[Sequence[str]], min_count: int = 1) -> Vocab:
         """Keep every token seen at least ``min_count`` times, most frequent first.
 
         Ties are broken alphabetically so the same data always gives the same ids.
         """
         counts = Counter(token for tokens in token_lists for token in tokens)
-        kept = sorted((t for t, c in counts.items() if c >= min_count and t not in SPECIALS),
-                      key=lambda t: (-counts[t], t))
+        kept = sorted(
+            (t for t, c in counts.items() if c >= min_count and t not in SPECIALS), key=lambda t: (-counts[t], t)
+        )
         return cls([*SPECIALS, *kept])
 
     def __len__(self) -> int:
@@ -76,5 +78,5 @@ class Vocab:
         return {"itos": list(self.itos)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Vocab":
+    def from_dict(cls, d: dict) -> Vocab:
         return cls(d["itos"])

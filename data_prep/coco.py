@@ -14,6 +14,7 @@ for training, decoding and the demo -- and the vocabulary comes from the train s
 Note ``Vocab.build`` keeps words seen *at least* ``min_count`` times; the common
 "words seen more than 5 times" vocabulary is ``min_count=6``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,17 +42,16 @@ def _caption_entry(key: str, image_id: int, raw_captions: list[str]) -> dict:
     return {"image": key, "image_id": int(image_id), "captions": captions, "tokens": tokens}
 
 
-def _write(out_dir, source: str, splits: dict[str, list[dict]], images: dict[str, Path],
-           min_count: int) -> dict:
+def _write(out_dir, source: str, splits: dict[str, list[dict]], images: dict[str, Path], min_count: int) -> dict:
     """Build the train vocabulary, write captions.json, merge images.json, summarize."""
     if "train" not in splits:
-        raise AttendError("a 'train' split is needed to build the vocabulary "
-                          f"(have: {', '.join(sorted(splits)) or 'none'})")
+        raise AttendError(
+            f"a 'train' split is needed to build the vocabulary (have: {', '.join(sorted(splits)) or 'none'})"
+        )
     vocab = Vocab.build((t for rec in splits["train"] for t in rec["tokens"]), min_count)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_prepared(out_dir, CAPTIONS, {"source": source, "vocab": vocab.to_dict(),
-                                       "splits": splits})
+    write_prepared(out_dir, CAPTIONS, {"source": source, "vocab": vocab.to_dict(), "splits": splits})
     add_images(out_dir, images)
     return {
         "source": source,
@@ -66,9 +66,9 @@ def _check_folder(folder: Path, what: str) -> None:
         raise AttendError(f"{folder}: {what} not found (expected a folder of images)")
 
 
-def prepare_coco_captions(out_dir: str | os.PathLike,
-                          splits: dict[str, tuple[Path, Path]],
-                          min_count: int = 5, source: str = "coco") -> dict:
+def prepare_coco_captions(
+    out_dir: str | os.PathLike, splits: dict[str, tuple[Path, Path]], min_count: int = 5, source: str = "coco"
+) -> dict:
     """Prepare official COCO caption files.
 
     ``splits`` maps a split name to ``(captions json, image folder)``, e.g.
@@ -85,16 +85,19 @@ def prepare_coco_captions(out_dir: str | os.PathLike,
     for split, (ann_path, image_folder) in splits.items():
         ann_path, image_folder = Path(ann_path), Path(image_folder)
         data = read_json(ann_path, "COCO captions file")
-        if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
-                or not isinstance(data.get("annotations"), list):
-            raise AttendError(f"{ann_path}: not a COCO captions file "
-                              "(expected 'images' and 'annotations' lists)")
-        if not all(isinstance(a, dict) and {"image_id", "caption"} <= a.keys()
-                   for a in data["annotations"]) or \
-                not all(isinstance(i, dict) and {"id", "file_name"} <= i.keys()
-                        for i in data["images"]):
-            raise AttendError(f"{ann_path}: not a COCO captions file (images need id and "
-                              "file_name, annotations need image_id and caption)")
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("images"), list)
+            or not isinstance(data.get("annotations"), list)
+        ):
+            raise AttendError(f"{ann_path}: not a COCO captions file (expected 'images' and 'annotations' lists)")
+        if not all(isinstance(a, dict) and {"image_id", "caption"} <= a.keys() for a in data["annotations"]) or not all(
+            isinstance(i, dict) and {"id", "file_name"} <= i.keys() for i in data["images"]
+        ):
+            raise AttendError(
+                f"{ann_path}: not a COCO captions file (images need id and "
+                "file_name, annotations need image_id and caption)"
+            )
         _check_folder(image_folder, f"image folder for split {split!r}")
         # The JSON is parsed once (above, for clear errors) and handed to pycocotools for
         # its index; COCO(path) would parse it again and print progress lines.
@@ -106,8 +109,7 @@ def prepare_coco_captions(out_dir: str | os.PathLike,
         for image_id in sorted(coco.imgs):
             info = coco.imgs[image_id]
             anns = coco.imgToAnns.get(image_id, [])
-            entry = _caption_entry(f"{image_folder.name}/{info['file_name']}", image_id,
-                                   [a["caption"] for a in anns])
+            entry = _caption_entry(f"{image_folder.name}/{info['file_name']}", image_id, [a["caption"] for a in anns])
             if not entry["captions"]:
                 continue
             records.append(entry)
@@ -121,9 +123,13 @@ def prepare_coco_captions(out_dir: str | os.PathLike,
     return summary
 
 
-def prepare_karpathy(out_dir: str | os.PathLike, dataset_json: str | os.PathLike,
-                     image_root: str | os.PathLike, min_count: int = 5,
-                     source: str | None = None) -> dict:
+def prepare_karpathy(
+    out_dir: str | os.PathLike,
+    dataset_json: str | os.PathLike,
+    image_root: str | os.PathLike,
+    min_count: int = 5,
+    source: str | None = None,
+) -> dict:
     """Prepare a Karpathy split file (``dataset_coco.json`` / ``dataset_flickr8k.json`` /
     ``dataset_flickr30k.json``).
 
@@ -144,14 +150,18 @@ def prepare_karpathy(out_dir: str | os.PathLike, dataset_json: str | os.PathLike
     out: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
     images: dict[str, Path] = {}
     for n, img in enumerate(data["images"]):
-        if not isinstance(img, dict) or not {"filename", "split", "sentences"} <= img.keys() \
-                or not ("cocoid" in img or "imgid" in img):
-            raise AttendError(f"{dataset_json}: image #{n} lacks filename, split, sentences "
-                              "or cocoid/imgid")
+        if (
+            not isinstance(img, dict)
+            or not {"filename", "split", "sentences"} <= img.keys()
+            or not ("cocoid" in img or "imgid" in img)
+        ):
+            raise AttendError(f"{dataset_json}: image #{n} lacks filename, split, sentences or cocoid/imgid")
         split = KARPATHY_SPLITS.get(img["split"])
         if split is None:
-            raise AttendError(f"{dataset_json}: image #{n} has unknown split {img['split']!r} "
-                              f"(expected one of {', '.join(KARPATHY_SPLITS)})")
+            raise AttendError(
+                f"{dataset_json}: image #{n} has unknown split {img['split']!r} "
+                f"(expected one of {', '.join(KARPATHY_SPLITS)})"
+            )
         filepath = img.get("filepath") or ""
         key = f"{filepath}/{img['filename']}" if filepath else img["filename"]
         image_id = img["cocoid"] if "cocoid" in img else img["imgid"]
@@ -159,8 +169,7 @@ def prepare_karpathy(out_dir: str | os.PathLike, dataset_json: str | os.PathLike
         # tokenize() so training, decoding and the demo all share ONE tokenizer (the two
         # agree on nearly every caption: lowercase words, punctuation dropped).
         sentences = img["sentences"]
-        if not isinstance(sentences, list) or not all(isinstance(s, dict) and "raw" in s
-                                                      for s in sentences):
+        if not isinstance(sentences, list) or not all(isinstance(s, dict) and "raw" in s for s in sentences):
             raise AttendError(f"{dataset_json}: image #{n} has sentences without 'raw'")
         entry = _caption_entry(key, image_id, [s["raw"] for s in sentences])
         if entry["captions"]:

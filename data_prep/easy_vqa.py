@@ -15,6 +15,7 @@ Images stay inside the installed package; images.json points at them by absolute
 Image ids restart at 0 in each package split, hence KEY = ``easy-vqa/<split>/<id>.png``
 with the package's split (val images keep their ``easy-vqa/train/...`` key).
 """
+
 from __future__ import annotations
 
 import os
@@ -31,7 +32,7 @@ SHAPES = frozenset({"circle", "rectangle", "triangle"})
 
 
 def question_type(answer: str) -> str:
-    """"yes/no", "color" or "shape", from the answer (easy-VQA has no question types)."""
+    """ "yes/no", "color" or "shape", from the answer (easy-VQA has no question types)."""
     if answer in YES_NO:
         return "yes/no"
     if answer in COLORS:
@@ -62,7 +63,7 @@ def prepare_easy_vqa(out_dir: str | os.PathLike) -> dict:
 
     train_ids = sorted(package["train"][1])
     n_val = int(len(train_ids) * VAL_FRACTION)
-    val_ids = set(train_ids[len(train_ids) - n_val:])
+    val_ids = set(train_ids[len(train_ids) - n_val :])
 
     out: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
     images: dict[str, str] = {}
@@ -70,28 +71,41 @@ def prepare_easy_vqa(out_dir: str | os.PathLike) -> dict:
     for pkg_split, ((texts, q_answers, image_ids), paths) in package.items():
         for text, answer, image_id in zip(texts, q_answers, image_ids):
             if image_id not in paths:
-                raise AttendError(f"easy-vqa: question {text!r} refers to missing "
-                                  f"{pkg_split} image {image_id}")
+                raise AttendError(f"easy-vqa: question {text!r} refers to missing {pkg_split} image {image_id}")
             if answer not in answer_index:
                 raise AttendError(f"easy-vqa: answer {answer!r} is not in the answer list")
             key = f"easy-vqa/{pkg_split}/{image_id}.png"
             images[key] = paths[image_id]
             split = "val" if pkg_split == "train" and image_id in val_ids else pkg_split
-            out[split].append({
-                "question_id": next_qid, "image_id": int(image_id), "image": key,
-                "question": text, "tokens": tokenize(text),
-                "answers": [answer], "targets": [[answer_index[answer], 1.0]],
-                "answer_type": "yes/no" if answer in YES_NO else "other",
-                "question_type": question_type(answer),
-            })
+            out[split].append(
+                {
+                    "question_id": next_qid,
+                    "image_id": int(image_id),
+                    "image": key,
+                    "question": text,
+                    "tokens": tokenize(text),
+                    "answers": [answer],
+                    "targets": [[answer_index[answer], 1.0]],
+                    "answer_type": "yes/no" if answer in YES_NO else "other",
+                    "question_type": question_type(answer),
+                }
+            )
             next_qid += 1
 
     question_vocab = Vocab.build((r["tokens"] for r in out["train"]), min_count=1)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_prepared(out_dir, VQA, {"source": "easy-vqa", "metric": "exact",
-                                  "question_vocab": question_vocab.to_dict(),
-                                  "answers": list(answers), "splits": out})
+    write_prepared(
+        out_dir,
+        VQA,
+        {
+            "source": "easy-vqa",
+            "metric": "exact",
+            "question_vocab": question_vocab.to_dict(),
+            "answers": list(answers),
+            "splits": out,
+        },
+    )
     add_images(out_dir, images)
     return {
         "source": "easy-vqa",

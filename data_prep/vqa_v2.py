@@ -6,21 +6,21 @@ score of every candidate: its official VQA accuracy against the 10 human answers
 (``vqa.metrics``), kept where it is above 0. Training on these scores optimises the
 metric the model is judged by.
 """
+
 from __future__ import annotations
 
 import os
 from collections import Counter
 from pathlib import Path
 
+from core.answers import normalize_answer, soft_scores
 from core.errors import AttendError
 from core.prepared import VQA, add_images, read_json, write_prepared
 from core.vocab import Vocab, tokenize
-from core.answers import normalize_answer, soft_scores
 
 QUESTION_FILE_KEYS = ("info", "task_type", "data_type", "data_subtype", "questions")
 QUESTION_KEYS = ("image_id", "question", "question_id")
-ANNOTATION_KEYS = ("question_id", "image_id", "question_type", "answer_type",
-                   "multiple_choice_answer", "answers")
+ANNOTATION_KEYS = ("question_id", "image_id", "question_type", "answer_type", "multiple_choice_answer", "answers")
 N_HUMAN_ANSWERS = 10
 # test-dev is a subset of the test images: its questions file says "test-dev2015" but the
 # images are named COCO_test2015_*.jpg and lie in test2015/.
@@ -31,11 +31,11 @@ def _read_questions(path: Path) -> tuple[str, list[dict]]:
     """(data_subtype, questions) of an official questions file, validated."""
     data = read_json(path, "VQA questions file")
     if not isinstance(data, dict) or any(k not in data for k in QUESTION_FILE_KEYS):
-        raise AttendError(f"{path}: not a VQA questions file (expected keys "
-                          f"{', '.join(QUESTION_FILE_KEYS)})")
+        raise AttendError(f"{path}: not a VQA questions file (expected keys {', '.join(QUESTION_FILE_KEYS)})")
     questions = data["questions"]
     if not isinstance(questions, list) or not all(
-            isinstance(q, dict) and all(k in q for k in QUESTION_KEYS) for q in questions):
+        isinstance(q, dict) and all(k in q for k in QUESTION_KEYS) for q in questions
+    ):
         raise AttendError(f"{path}: every question needs {', '.join(QUESTION_KEYS)}")
     return str(data["data_subtype"]), questions
 
@@ -46,26 +46,35 @@ def _read_annotations(path: Path, data_subtype: str) -> dict[int, dict]:
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise AttendError(f"{path}: not a VQA annotations file (expected an 'annotations' list)")
     if "data_subtype" in data and str(data["data_subtype"]) != data_subtype:
-        raise AttendError(f"{path}: annotations are for {data['data_subtype']!r} but the "
-                          f"questions are for {data_subtype!r}")
+        raise AttendError(
+            f"{path}: annotations are for {data['data_subtype']!r} but the questions are for {data_subtype!r}"
+        )
     by_id = {}
     for n, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict) or any(k not in ann for k in ANNOTATION_KEYS):
             raise AttendError(f"{path}: annotation #{n} lacks one of {', '.join(ANNOTATION_KEYS)}")
         answers = ann["answers"]
-        if not isinstance(answers, list) or len(answers) != N_HUMAN_ANSWERS or not all(
-                isinstance(a, dict) and isinstance(a.get("answer"), str) for a in answers):
-            raise AttendError(f"{path}: annotation #{n} (question {ann['question_id']}) needs "
-                              f"{N_HUMAN_ANSWERS} answers, each with an 'answer'")
+        if (
+            not isinstance(answers, list)
+            or len(answers) != N_HUMAN_ANSWERS
+            or not all(isinstance(a, dict) and isinstance(a.get("answer"), str) for a in answers)
+        ):
+            raise AttendError(
+                f"{path}: annotation #{n} (question {ann['question_id']}) needs "
+                f"{N_HUMAN_ANSWERS} answers, each with an 'answer'"
+            )
         by_id[int(ann["question_id"])] = ann
     return by_id
 
 
-def prepare_vqa(out_dir: str | os.PathLike,
-                splits: dict[str, tuple[Path, Path | None, Path]],
-                top_k: int = 3000, min_count: int = 1,
-                image_pattern: str = "COCO_{data_subtype}_{image_id:012d}.jpg",
-                source: str = "vqa-v2") -> dict:
+def prepare_vqa(
+    out_dir: str | os.PathLike,
+    splits: dict[str, tuple[Path, Path | None, Path]],
+    top_k: int = 3000,
+    min_count: int = 1,
+    image_pattern: str = "COCO_{data_subtype}_{image_id:012d}.jpg",
+    source: str = "vqa-v2",
+) -> dict:
     """Prepare VQA v2 from its official files.
 
     ``splits`` maps a split name to ``(questions json, annotations json or None, image
@@ -93,22 +102,23 @@ def prepare_vqa(out_dir: str | os.PathLike,
             q_ids = {int(q["question_id"]) for q in questions}
             if q_ids != set(annotations):
                 missing, extra = len(q_ids - set(annotations)), len(set(annotations) - q_ids)
-                raise AttendError(f"{a_path}: annotations do not match {q_path.name} "
-                                  f"({missing} questions without an annotation, "
-                                  f"{extra} annotations without a question)")
+                raise AttendError(
+                    f"{a_path}: annotations do not match {q_path.name} "
+                    f"({missing} questions without an annotation, "
+                    f"{extra} annotations without a question)"
+                )
         if not image_folder.is_dir():
             raise AttendError(f"{image_folder}: image folder for split {split!r} not found")
-        loaded[split] = (questions, annotations, IMAGE_SUBTYPE.get(data_subtype, data_subtype),
-                         image_folder)
+        loaded[split] = (questions, annotations, IMAGE_SUBTYPE.get(data_subtype, data_subtype), image_folder)
 
     if "train" not in loaded or loaded["train"][1] is None:
-        raise AttendError("a 'train' split with annotations is needed to choose the answers "
-                          "and build the question vocabulary")
+        raise AttendError(
+            "a 'train' split with annotations is needed to choose the answers and build the question vocabulary"
+        )
     train_questions, train_annotations, _, _ = loaded["train"]
 
     # The answer list: most frequent normalized multiple-choice answers, ties alphabetical.
-    counts = Counter(normalize_answer(a["multiple_choice_answer"])
-                     for a in train_annotations.values())
+    counts = Counter(normalize_answer(a["multiple_choice_answer"]) for a in train_annotations.values())
     counts.pop("", None)  # e.g. an answer that was only an article: nothing to predict
     answers = sorted(counts, key=lambda a: (-counts[a], a))[:top_k]
     # Candidates by the form a prediction is compared in (answers are already normalized,
@@ -128,21 +138,30 @@ def prepare_vqa(out_dir: str | os.PathLike,
             try:
                 file_name = image_pattern.format(data_subtype=subtype, image_id=image_id)
             except (KeyError, IndexError, ValueError) as e:
-                raise AttendError(f"image pattern {image_pattern!r} is not usable: it may name "
-                                  f"only {{data_subtype}} and {{image_id}} ({e!r})") from None
+                raise AttendError(
+                    f"image pattern {image_pattern!r} is not usable: it may name "
+                    f"only {{data_subtype}} and {{image_id}} ({e!r})"
+                ) from None
             key = f"{image_folder.name}/{file_name}"
             if key not in images:  # several questions per image
                 images[key] = image_folder / file_name
-            record = {"question_id": qid, "image_id": image_id, "image": key,
-                      "question": q["question"], "tokens": tokenize(q["question"]),
-                      "answers": [], "targets": [], "answer_type": "", "question_type": ""}
+            record = {
+                "question_id": qid,
+                "image_id": image_id,
+                "image": key,
+                "question": q["question"],
+                "tokens": tokenize(q["question"]),
+                "answers": [],
+                "targets": [],
+                "answer_type": "",
+                "question_type": "",
+            }
             if annotations is not None:
                 ann = annotations[qid]
                 human = [a["answer"] for a in ann["answers"]]
                 scores = soft_scores(human)
                 record["answers"] = human
-                record["targets"] = sorted([i, s] for form, s in scores.items()
-                                           for i in by_form.get(form, ()))
+                record["targets"] = sorted([i, s] for form, s in scores.items() for i in by_form.get(form, ()))
                 record["answer_type"] = str(ann["answer_type"])
                 record["question_type"] = str(ann["question_type"])
             records.append(record)
@@ -150,9 +169,17 @@ def prepare_vqa(out_dir: str | os.PathLike,
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_prepared(out_dir, VQA, {"source": source, "metric": "vqa",
-                                  "question_vocab": question_vocab.to_dict(),
-                                  "answers": answers, "splits": out})
+    write_prepared(
+        out_dir,
+        VQA,
+        {
+            "source": source,
+            "metric": "vqa",
+            "question_vocab": question_vocab.to_dict(),
+            "answers": answers,
+            "splits": out,
+        },
+    )
     add_images(out_dir, images)
     train, kept = out["train"], set(answers)
     return {
@@ -163,6 +190,8 @@ def prepare_vqa(out_dir: str | os.PathLike,
         "question_vocab_size": len(question_vocab),
         "train_questions_with_target": sum(bool(r["targets"]) for r in train),
         "train_answer_coverage": round(
-            sum(normalize_answer(train_annotations[r["question_id"]]["multiple_choice_answer"])
-                in kept for r in train) / len(train), 4),
+            sum(normalize_answer(train_annotations[r["question_id"]]["multiple_choice_answer"]) in kept for r in train)
+            / len(train),
+            4,
+        ),
     }

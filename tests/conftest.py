@@ -4,6 +4,7 @@ a tiny trained captioner, each built ONCE per test session (the suite stays fast
 Tests must treat these as read-only; a test that changes a data folder copies it first
 (``scenes_copy``).
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -5,6 +5,7 @@ ATTEND_CAPTIONER / ATTEND_VQA, so these tests need neither the shipped models no
 they check plumbing and messages, not caption quality. One test uses the shipped models
 when they are installed.
 """
+
 from __future__ import annotations
 
 import io
@@ -18,11 +19,11 @@ import torch
 from PIL import Image
 
 from apps import app_logic as logic
+from captioner.model import AttentionDecoder, CaptionerConfig
+from core.checkpoint import save_checkpoint
 from core.encoder import EncoderConfig
 from core.images import ImageError, load_image, resize_for_model
-from captioner.model import AttentionDecoder, CaptionerConfig
 from core.overlay import overlay
-from core.checkpoint import save_checkpoint
 from core.vocab import SPECIALS, Vocab
 from data_prep.scenes import make_scene
 from vqa.model import VQAConfig, VQANet
@@ -36,27 +37,53 @@ ANSWERS = ["yes", "no", "red", "blue", "circle", "2"]
 
 # ---------------------------------------------------------------- tiny checkpoints
 
+
 def write_tiny_checkpoints(folder: Path, image_size: int = 64) -> tuple[Path, Path]:
     """A random-weight captioner and VQA model in the shipped checkpoint format."""
     torch.manual_seed(0)
     encoder = asdict(EncoderConfig(image_size=image_size))
     grid = [image_size // 32] * 2
     vocab = Vocab([*SPECIALS, *WORDS])
-    config = CaptionerConfig(vocab_size=len(vocab), embed_dim=16, attention_dim=16, hidden_dim=32,
-                             max_len=6, grid=grid)
+    config = CaptionerConfig(vocab_size=len(vocab), embed_dim=16, attention_dim=16, hidden_dim=32, max_len=6, grid=grid)
     decoder = AttentionDecoder(config)
     with torch.no_grad():  # never <end> (nor a special token): every caption has max_len - 1 words
-        decoder.fc.bias[:len(SPECIALS)] = -1e4
+        decoder.fc.bias[: len(SPECIALS)] = -1e4
     captioner = folder / "captioner.pt"
-    save_checkpoint(captioner, {"kind": "captioner", "config": asdict(config), "vocab": vocab.to_dict(),
-                                "encoder": encoder, "model": decoder.state_dict(), "version": 1})
+    save_checkpoint(
+        captioner,
+        {
+            "kind": "captioner",
+            "config": asdict(config),
+            "vocab": vocab.to_dict(),
+            "encoder": encoder,
+            "model": decoder.state_dict(),
+            "version": 1,
+        },
+    )
     question_vocab = Vocab([*SPECIALS, *QUESTION_WORDS])
-    vqa_config = VQAConfig(question_vocab_size=len(question_vocab), num_answers=len(ANSWERS), grid=grid,
-                           embed_dim=8, hidden_dim=16, attention_dim=8, classifier_dim=16)
+    vqa_config = VQAConfig(
+        question_vocab_size=len(question_vocab),
+        num_answers=len(ANSWERS),
+        grid=grid,
+        embed_dim=8,
+        hidden_dim=16,
+        attention_dim=8,
+        classifier_dim=16,
+    )
     vqa = folder / "vqa.pt"
-    save_checkpoint(vqa, {"kind": "vqa", "config": asdict(vqa_config), "model": VQANet(vqa_config).state_dict(),
-                          "question_vocab": question_vocab.to_dict(), "answers": ANSWERS, "encoder": encoder,
-                          "metric": "exact", "version": 1})
+    save_checkpoint(
+        vqa,
+        {
+            "kind": "vqa",
+            "config": asdict(vqa_config),
+            "model": VQANet(vqa_config).state_dict(),
+            "question_vocab": question_vocab.to_dict(),
+            "answers": ANSWERS,
+            "encoder": encoder,
+            "metric": "exact",
+            "version": 1,
+        },
+    )
     return captioner, vqa
 
 
@@ -124,6 +151,7 @@ def assert_captioned(at, tokens_expected: int | None = None) -> None:
 
 
 # ---------------------------------------------------------------- flows
+
 
 def test_start_page_shows_models_and_what_they_know(app):
     assert not app.error
@@ -205,18 +233,21 @@ def test_ask_shows_answer_bars_and_glimpses(app, tiny_models):
     assert headings[-1] == f"### {expected['answer']}"
     bars = app.get("progress")
     assert len(bars) == len(expected["top_k"]) == 5
-    assert [b.value for b in bars] == [int(100 * p) for _, p in expected["top_k"]]   # percent, as drawn
+    assert [b.value for b in bars] == [int(100 * p) for _, p in expected["top_k"]]  # percent, as drawn
     assert [logic.plain(b.text) for b in bars] == [f"{a}: {100 * p:.1f}%" for a, p in expected["top_k"]]
     glimpses = [c for image in images(app) for c in image.captions if c.startswith("glimpse")]
     assert glimpses == [f"glimpse {g + 1}" for g in range(len(expected["attention"]))]
     assert not app.warning
 
 
-@pytest.mark.parametrize("question, message", [
-    ("what colour is the zork circle?", "ignored: zork"),
-    ("zork blorp?", "none of the question's words is known"),
-    ("?!", "empty question"),
-])
+@pytest.mark.parametrize(
+    "question, message",
+    [
+        ("what colour is the zork circle?", "ignored: zork"),
+        ("zork blorp?", "none of the question's words is known"),
+        ("?!", "empty question"),
+    ],
+)
 def test_unknown_and_empty_questions_get_a_friendly_message(app, question, message):
     app.file_uploader(key="upload").set_value(("scene.png", scene_png(1), "image/png")).run()
     ask(app, question)
@@ -235,12 +266,15 @@ def _truncated_png() -> bytes:
     return scene_png(1)[:2000]
 
 
-@pytest.mark.parametrize("name, data, reason", [
-    ("broken.png", _truncated_png(), "truncated or corrupt"),
-    ("notes.png", b"this is not an image, just text\n" * 10, "not an image file"),
-    ("empty.jpg", b"", "empty file"),
-    ("huge.png", b"\x89PNG" + bytes(logic.MAX_UPLOAD_BYTES), "file too large"),
-])
+@pytest.mark.parametrize(
+    "name, data, reason",
+    [
+        ("broken.png", _truncated_png(), "truncated or corrupt"),
+        ("notes.png", b"this is not an image, just text\n" * 10, "not an image file"),
+        ("empty.jpg", b"", "empty file"),
+        ("huge.png", b"\x89PNG" + bytes(logic.MAX_UPLOAD_BYTES), "file too large"),
+    ],
+)
 def test_bad_file_gets_a_friendly_error(app, name, data, reason):
     app.file_uploader(key="upload").set_value((name, data, "image/png")).run()
     assert not app.exception
@@ -261,9 +295,11 @@ def test_bad_checkpoint_path_gets_a_friendly_error(app, tiny_models, tmp_path, g
     other = tiny_models[1] if which == "captioner" else tiny_models[0]
     app.radio(key=f"{which}_choice").set_value("path").run()
     assert not app.exception and not app.error  # no path typed yet: a prompt, not an error
-    cases = [(tmp_path / "missing.pt", "checkpoint not found"),
-             (garbage, "not a readable attend checkpoint"),
-             (other, "expected a captioner checkpoint" if which == "captioner" else "expected a vqa checkpoint")]
+    cases = [
+        (tmp_path / "missing.pt", "checkpoint not found"),
+        (garbage, "not a readable attend checkpoint"),
+        (other, "expected a captioner checkpoint" if which == "captioner" else "expected a vqa checkpoint"),
+    ]
     for path, reason in cases:
         app.text_input(key=f"{which}_path").set_value(str(path)).run()
         assert not app.exception
@@ -327,12 +363,13 @@ def test_default_models_caption_a_scene(monkeypatch, tiny_models):
 
 # ---------------------------------------------------------------- the pure helpers
 
+
 def test_uniform_map_is_drawn_flat_not_as_noise():
     image = Image.new("RGB", (64, 64), (200, 220, 240))
     flat = np.full((7, 7), 1 / 49) + np.random.default_rng(0).normal(0, 1e-9, (7, 7))
     assert logic.is_uniform(flat) and logic.peak_cell(flat) is None
     pixels = np.asarray(logic.word_overlay(image, flat))
-    assert (pixels == pixels[0, 0]).all()          # one colour everywhere: no rainbow
+    assert (pixels == pixels[0, 0]).all()  # one colour everywhere: no rainbow
     peaked = np.zeros((7, 7))
     peaked[2, 5] = 1.0
     assert not logic.is_uniform(peaked) and logic.peak_cell(peaked) == (2, 5)
@@ -341,7 +378,7 @@ def test_uniform_map_is_drawn_flat_not_as_noise():
 def test_overlay_is_smooth_and_peaks_where_the_model_looked():
     image = Image.new("RGB", (224, 224), (128, 128, 128))
     grid = np.zeros((7, 7))
-    grid[1, 5] = 1.0                                # row 1, column 5: upper right
+    grid[1, 5] = 1.0  # row 1, column 5: upper right
     shown = np.asarray(logic.word_overlay(image, grid, 448), dtype=np.float64)
     assert shown.shape == (448, 448, 3)
     brightness = shown.sum(-1)
@@ -414,7 +451,10 @@ def test_text_never_becomes_markup():
         escaped = logic.escape_markdown(text)
         assert logic.plain(escaped) == text
         assert not any(c in escaped.replace("\\" + c, "") for c in "*<>[]_#")
-    assert logic.top_k_rows([["red", 0.75], ["blue", 1.2]]) == [("red", 0.75, "red: 75.0%"), ("blue", 1.0, "blue: 100.0%")]
+    assert logic.top_k_rows([["red", 0.75], ["blue", 1.2]]) == [
+        ("red", 0.75, "red: 75.0%"),
+        ("blue", 1.0, "blue: 100.0%"),
+    ]
     assert logic.unknown_note([]) is None and "zork" in logic.unknown_note(["zork", "zork"])
 
 

@@ -6,6 +6,7 @@ Needs Debian's chromium at /usr/bin/chromium (``make test`` installs it); never 
 ``playwright install``. The server runs the shipped default models; where they are not
 installed (or ATTEND_CAPTIONER / ATTEND_VQA name other checkpoints) it says which it used.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,14 +30,26 @@ CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "docs" / "screenshots"
 MAX_SCREENSHOT_BYTES = 300_000
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 QUESTION = "how many objects are there?"
 VIEWPORT = {"width": 1280, "height": 1000}
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow,
-              pytest.mark.skipif(not Path(CHROMIUM).is_file(),
-                                 reason=f"{CHROMIUM} missing: `apt-get install -y chromium` (make test does it)")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).is_file(), reason=f"{CHROMIUM} missing: `apt-get install -y chromium` (make test does it)"
+    ),
+]
 
 
 def free_port() -> int:
@@ -93,8 +106,10 @@ def models(tmp_path: Path) -> tuple[dict, str]:
         tiny = dict(zip(shipped, write_tiny_checkpoints(tmp_path, image_size=224)))
         env.update({var: str(tiny[var]) for var in missing})
         said.update({var: "random-weight stand-in (shipped model not installed)" for var in missing})
-    label = "; ".join(f"{name}: {said.get(var, 'shipped default')}"
-                      for name, var in (("captioner", logic.ENV_CAPTIONER), ("VQA", logic.ENV_VQA)))
+    label = "; ".join(
+        f"{name}: {said.get(var, 'shipped default')}"
+        for name, var in (("captioner", logic.ENV_CAPTIONER), ("VQA", logic.ENV_VQA))
+    )
     return env, label
 
 
@@ -102,8 +117,10 @@ def save_small_png(png: bytes, path: Path) -> int:
     """A screenshot as a PNG under MAX_SCREENSHOT_BYTES: full colour if it fits, else 256
     dithered colours, scaled down only as a last resort."""
     image = Image.open(io.BytesIO(png)).convert("RGB")
-    candidates = [lambda im: im, lambda im: im.quantize(256, method=Image.Quantize.FASTOCTREE,
-                                                        dither=Image.Dither.FLOYDSTEINBERG)]
+    candidates = [
+        lambda im: im,
+        lambda im: im.quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.FLOYDSTEINBERG),
+    ]
     while True:
         for make in candidates:
             buffer = io.BytesIO()
@@ -124,7 +141,9 @@ def wait_for_images(page, selector: str, timeout_s: float = 30) -> None:
     page.wait_for_function(
         """sel => { const imgs = [...document.querySelectorAll(sel + ' img')];
                     return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0); }""",
-        arg=selector, timeout=timeout_s * 1000)
+        arg=selector,
+        timeout=timeout_s * 1000,
+    )
 
 
 def section_screenshot(page, selector: str) -> bytes:
@@ -145,8 +164,9 @@ def server(tmp_path):
     port = free_port()
     log = (tmp_path / "server.log").open("w")
     command = logic.streamlit_command(port=port, address="127.0.0.1")
-    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env_models}, stdout=log,
-                               stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        command, cwd=ROOT, env={**os.environ, **env_models}, stdout=log, stderr=subprocess.STDOUT
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -179,8 +199,8 @@ def test_upload_caption_and_ask_in_a_real_browser(server, tmp_path):
     scenes = [scene_file(tmp_path, i) for i in (2, 3, 0)]  # the last one is in the screenshots
     with sync_playwright() as p:
         browser = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            viewport=VIEWPORT)
+            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, viewport=VIEWPORT
+        )
         try:
             page = browser.pages[0] if browser.pages else browser.new_page()
             page.goto(url)
@@ -199,8 +219,10 @@ def test_upload_caption_and_ask_in_a_real_browser(server, tmp_path):
                 caption = page.locator(f".st-key-caption_{digest} h3").inner_text()
                 assert caption.strip()
             load = os.getloadavg()[0]
-            print(f"\nupload -> caption visible: {', '.join(f'{t:.2f}' for t in timings)} s "
-                  f"(load average {load:.1f}; {label})")
+            print(
+                f"\nupload -> caption visible: {', '.join(f'{t:.2f}' for t in timings)} s "
+                f"(load average {load:.1f}; {label})"
+            )
 
             # Every word has a tile; a click on a word chip shows its map over the image.
             wait_for_images(page, ".st-key-word_grid")
@@ -237,12 +259,19 @@ def test_upload_caption_and_ask_in_a_real_browser(server, tmp_path):
 
     memory = rss_mb(process.pid)
     print(f"server RSS with both models loaded: {memory:.0f} MB; caption {caption!r}, answer {answer!r}")
-    record = {"upload_to_caption_seconds": round(sorted(timings)[len(timings) // 2], 3),  # the median
-              "upload_to_caption_seconds_each": [round(t, 3) for t in timings],
-              "load_average_1min": round(load, 2),
-              "server_rss_mb": round(memory, 1), "models": label, "caption": caption,
-              "question": QUESTION, "answer": answer, "cpus": os.cpu_count(), "machine": platform.machine(),
-              "screenshots_bytes": {"caption.png": caption_png, "ask.png": ask_png}}
+    record = {
+        "upload_to_caption_seconds": round(sorted(timings)[len(timings) // 2], 3),  # the median
+        "upload_to_caption_seconds_each": [round(t, 3) for t in timings],
+        "load_average_1min": round(load, 2),
+        "server_rss_mb": round(memory, 1),
+        "models": label,
+        "caption": caption,
+        "question": QUESTION,
+        "answer": answer,
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "screenshots_bytes": {"caption.png": caption_png, "ask.png": ask_png},
+    }
     (SHOTS / "timing.json").write_text(json.dumps(record, indent=2) + "\n")
     assert caption_png < MAX_SCREENSHOT_BYTES and ask_png < MAX_SCREENSHOT_BYTES
     assert memory < 1536, f"server uses {memory:.0f} MB"

@@ -2,6 +2,7 @@
 teacher forcing and every gradient, each decoding step, greedy, sampling with a seed, beam
 search alone and batched, with and without context tables and score slices, and int8 within
 its tolerance."""
+
 import pytest
 import torch
 
@@ -19,8 +20,9 @@ QUERIES = pytest.mark.parametrize("query", ["previous", "current"])
 def pair(encoder_dim=8, **kw):
     """A plain decoder and a TrainingDecoder with the same weights."""
     torch.manual_seed(0)
-    config = CaptionerConfig(vocab_size=12, encoder_dim=encoder_dim, embed_dim=6, attention_dim=5, hidden_dim=7,
-                             grid=[2, 3], max_len=9, **kw)
+    config = CaptionerConfig(
+        vocab_size=12, encoder_dim=encoder_dim, embed_dim=6, attention_dim=5, hidden_dim=7, grid=[2, 3], max_len=9, **kw
+    )
     plain = AttentionDecoder(config)
     training = TrainingDecoder(config)
     training.load_state_dict(plain.state_dict())
@@ -127,8 +129,14 @@ def test_greedy_sampling_and_beam_search_equal_the_plain_model(query, images):
     runs = []
     for d in (plain, decoder):
         generator = torch.Generator().manual_seed(3)
-        runs.append([greedy(d, features), sample(d, features, temperature=0.8, generator=generator),
-                     beam_search(d, features, beam_size=3), beam_search(d, features[:1], beam_size=4)])
+        runs.append(
+            [
+                greedy(d, features),
+                sample(d, features, temperature=0.8, generator=generator),
+                beam_search(d, features, beam_size=3),
+                beam_search(d, features[:1], beam_size=4),
+            ]
+        )
     for reference, got in zip(*runs):
         for r, g in zip(reference, got):
             assert g.ids == r.ids
@@ -169,8 +177,9 @@ def test_int8_decoder_stays_close_to_float32(cell):
     """int8 quantizes only the per-step layers, on a copy; its word log-probabilities stay within
     a small distance of the plain float32 model's, and beam 1 still equals greedy."""
     torch.manual_seed(0)
-    config = CaptionerConfig(vocab_size=300, encoder_dim=64, embed_dim=32, attention_dim=32, hidden_dim=48,
-                             grid=[2, 3], cell=cell, max_len=9)
+    config = CaptionerConfig(
+        vocab_size=300, encoder_dim=64, embed_dim=32, attention_dim=32, hidden_dim=48, grid=[2, 3], cell=cell, max_len=9
+    )
     plain = AttentionDecoder(config).eval()
     small = FastDecoder(plain, int8=True)
     kinds = {name: type(m).__module__ for name, m in small.decoder.named_modules()}

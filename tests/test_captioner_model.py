@@ -1,6 +1,7 @@
 """The plain decoder and its decoding: the paper's equations by hand, parity between decoding
 functions, overfitting. Decoding tests run through the plain model and the fast path alike;
 tests/test_captioner_fast.py compares the two directly."""
+
 import math
 
 import pytest
@@ -15,8 +16,18 @@ from core.vocab import SPECIALS, Vocab
 
 def tiny(cell="lstm", attention=True, **kw):
     torch.manual_seed(0)
-    config = CaptionerConfig(vocab_size=12, encoder_dim=8, embed_dim=6, attention_dim=5, hidden_dim=7,
-                             grid=[2, 3], cell=cell, attention=attention, max_len=9, **kw)
+    config = CaptionerConfig(
+        vocab_size=12,
+        encoder_dim=8,
+        embed_dim=6,
+        attention_dim=5,
+        hidden_dim=7,
+        grid=[2, 3],
+        cell=cell,
+        attention=attention,
+        max_len=9,
+        **kw,
+    )
     return AttentionDecoder(config).eval()
 
 
@@ -44,8 +55,8 @@ def test_captions_grouped_by_image_equal_repeated_grids(cell, attention, query):
     for grouped in (True, False):
         decoder = tiny(cell, attention, attention_query=query, dropout=0.0)
         torch.manual_seed(1)
-        features, caps = torch.randn(2, 6, 8), captions(batch=6)            # 2 images x 3 captions
-        grids = features if grouped else features.repeat_interleave(3, 0)    # (2, P, D) or (6, P, D)
+        features, caps = torch.randn(2, 6, 8), captions(batch=6)  # 2 images x 3 captions
+        grids = features if grouped else features.repeat_interleave(3, 0)  # (2, P, D) or (6, P, D)
         logits, alphas = decoder(grids, caps)
         loss, _ = caption_loss(logits, alphas, caps[:, 1:], alpha_c=1.0)
         loss.backward()
@@ -111,8 +122,8 @@ def test_gate_scales_the_context_by_sigmoid_f_beta(gate):
     memory = decoder.prepare(features)
     gated, alpha = decoder.look(h, memory)
     with torch.no_grad():
-        grid = features + decoder.position(coordinate_features(2, 3))                  # (3, P, D)
-        beta = torch.sigmoid(h @ decoder.gate.weight.t() + decoder.gate.bias)          # (3, 1 or D)
+        grid = features + decoder.position(coordinate_features(2, 3))  # (3, P, D)
+        beta = torch.sigmoid(h @ decoder.gate.weight.t() + decoder.gate.bias)  # (3, 1 or D)
         expected = beta * torch.einsum("bp,bpd->bd", alpha, grid)
     assert gated.shape == (3, 8)
     assert torch.allclose(gated, expected, atol=1e-6)
@@ -126,8 +137,16 @@ def test_checkpoints_without_the_gate_option_load_with_the_channel_gate(tmp_path
     decoder = tiny(gate="vector")
     config = {k: v for k, v in vars(decoder.config).items() if k != "gate"}
     path = tmp_path / "old.pt"
-    save_checkpoint(path, {"kind": KIND, "model": decoder.state_dict(), "config": config,
-                           "vocab": Vocab([*SPECIALS, *"abcdefgh"]).to_dict(), "encoder": {}})
+    save_checkpoint(
+        path,
+        {
+            "kind": KIND,
+            "model": decoder.state_dict(),
+            "config": config,
+            "vocab": Vocab([*SPECIALS, *"abcdefgh"]).to_dict(),
+            "encoder": {},
+        },
+    )
     loaded, _, _, _ = load_captioner(path, fast=False)
     assert loaded.config.gate == "vector"
     assert torch.equal(loaded.gate.weight, decoder.gate.weight)
@@ -153,7 +172,7 @@ def test_batched_beam_equals_one_at_a_time(beam, query, path):
     features = torch.randn(4, 6, 8)
     batched = beam_search(decoder, features, beam_size=beam)
     for i in range(4):
-        single = beam_search(decoder, features[i:i + 1], beam_size=beam)[0]
+        single = beam_search(decoder, features[i : i + 1], beam_size=beam)[0]
         assert batched[i].ids == single.ids
         assert math.isclose(batched[i].score, single.score, abs_tol=1e-4)
 
@@ -165,7 +184,7 @@ def test_beam_score_is_the_sum_of_step_log_probabilities(path):
     features = torch.randn(3, 6, 8)
     for i, d in enumerate(beam_search(decoding(decoder, path), features, beam_size=3)):
         ids = [Vocab.start_id, *d.ids] + ([Vocab.end_id] if len(d.ids) < decoder.config.max_len else [])
-        logits, alphas = decoder(features[i:i + 1], torch.tensor([ids]))
+        logits, alphas = decoder(features[i : i + 1], torch.tensor([ids]))
         logp = torch.log_softmax(logits[0], -1).gather(1, torch.tensor(ids[1:])[:, None]).sum().item()
         assert math.isclose(d.score, logp, abs_tol=1e-4)
         assert torch.allclose(alphas[0, : len(d.ids)], d.alphas, atol=1e-6)
@@ -199,8 +218,8 @@ def test_sampling_is_reproducible_and_top1_is_greedy(path):
 def test_loss_by_hand():
     """Cross-entropy over real words only, plus lambda * sum_i (1 - sum_t alpha_ti)^2."""
     logits = torch.zeros(1, 3, 4)
-    logits[0, 0, 2] = math.log(3.0)          # p(target 2) = 3 / 6 = 0.5
-    targets = torch.tensor([[2, 1, 0]])      # third step is padding
+    logits[0, 0, 2] = math.log(3.0)  # p(target 2) = 3 / 6 = 0.5
+    targets = torch.tensor([[2, 1, 0]])  # third step is padding
     alphas = torch.tensor([[[0.5, 0.5], [1.0, 0.0], [0.0, 1.0]]])
     loss, parts = caption_loss(logits, alphas, targets, alpha_c=2.0)
     ce = (-math.log(0.5) - math.log(0.25)) / 2
@@ -211,7 +230,7 @@ def test_loss_by_hand():
 
 
 def test_coordinate_features_rows_first():
-    c = coordinate_features(2, 3, bands=1)   # (P, 4): sin x, cos x, sin y, cos y at frequency pi
+    c = coordinate_features(2, 3, bands=1)  # (P, 4): sin x, cos x, sin y, cos y at frequency pi
     assert c.shape == (6, 4)
     x = (torch.tensor([0, 1, 2, 0, 1, 2]) + 0.5) / 3
     y = (torch.tensor([0, 0, 0, 1, 1, 1]) + 0.5) / 2
@@ -225,8 +244,17 @@ def test_coordinate_features_rows_first():
 def test_overfits_a_batch(path):
     """A tiny decoder learns four fixed captions for four grids exactly."""
     torch.manual_seed(0)
-    config = CaptionerConfig(vocab_size=12, encoder_dim=8, embed_dim=16, attention_dim=16, hidden_dim=32,
-                             grid=[2, 3], dropout=0.0, alpha_c=0.0, max_len=8)
+    config = CaptionerConfig(
+        vocab_size=12,
+        encoder_dim=8,
+        embed_dim=16,
+        attention_dim=16,
+        hidden_dim=32,
+        grid=[2, 3],
+        dropout=0.0,
+        alpha_c=0.0,
+        max_len=8,
+    )
     decoder = (AttentionDecoder if path == "plain" else TrainingDecoder)(config)
     features = torch.randn(4, 6, 8)
     caps = torch.tensor([[1, 4, 5, 6, 2, 0], [1, 7, 8, 2, 0, 0], [1, 9, 10, 11, 4, 2], [1, 5, 5, 2, 0, 0]])
@@ -250,9 +278,11 @@ def test_caption_groups_hold_k_of_each_images_own_captions():
     from captioner.data import CaptionGroups, CaptionPairs, collate_captions
 
     words = [f"w{i}" for i in range(9)]
-    records = [{"image": "a", "tokens": [[w] for w in words[:7]]},          # 7 references
-               {"image": "b", "tokens": [words[7:9], ["w0"]]},               # 2 references
-               {"image": "missing", "tokens": [["w1"]]}]
+    records = [
+        {"image": "a", "tokens": [[w] for w in words[:7]]},  # 7 references
+        {"image": "b", "tokens": [words[7:9], ["w0"]]},  # 2 references
+        {"image": "missing", "tokens": [["w1"]]},
+    ]
     cache = {"a": np.zeros((6, 8), np.float16), "b": np.ones((6, 8), np.float16)}
     vocab = Vocab.build([w for r in records for w in r["tokens"]])
     groups = CaptionGroups(records, cache, vocab, max_len=9, per_image=5)

@@ -1,6 +1,7 @@
 """The captioner end to end through the `attend` command on a fixture in the raw COCO 2014
 caption format; BLEU against pycocoevalcap and a hand computation; DDP training with two
 CPU processes; `attend caption --json` and its attention maps; the overlay's normalisation."""
+
 from __future__ import annotations
 
 import contextlib
@@ -10,9 +11,9 @@ import json
 import math
 import os
 import shutil
+import socket
 import sys
 import types
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +22,15 @@ import torch
 from PIL import Image, ImageDraw
 
 from apps.cli import main
-from captioner.metrics import bleu, coco_metrics
 from captioner.inference import Captioner
-from core.overlay import heatmap, normalise_map
+from captioner.metrics import bleu, coco_metrics
 from core.checkpoint import load_checkpoint
+from core.overlay import heatmap, normalise_map
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 COLOURS = {"red": (210, 40, 40), "blue": (40, 60, 210), "green": (40, 160, 60)}
 SHAPES = ("square", "circle")
-TRAIN_IDS = [9, 25, 30, 34, 36, 42, 49, 61, 64, 71, 72, 73]   # real COCO ids are sparse
+TRAIN_IDS = [9, 25, 30, 34, 36, 42, 49, 61, 64, 71, 72, 73]  # real COCO ids are sparse
 VAL_IDS = [139, 285, 632, 724]
 
 
@@ -51,17 +52,43 @@ def _coco_split(root: Path, subtype: str, ids: list[int], first_annotation_id: i
         (draw.rectangle if shape == "square" else draw.ellipse)(box, fill=COLOURS[colour])
         file_name = f"COCO_{subtype}_{image_id:012d}.jpg"
         picture.save(folder / file_name, format="JPEG", quality=90)
-        images.append({"license": 1, "file_name": file_name, "coco_url": f"http://images.cocodataset.org/{subtype}/{file_name}",
-                       "height": height, "width": width, "date_captured": "2013-11-14 16:28:13",
-                       "flickr_url": "http://farm1.staticflickr.com/1/1.jpg", "id": image_id})
-        for j, text in enumerate([f"A {colour} {shape} on a grey background.", f"There is a {colour} {shape}.",
-                                  f"a {colour} {shape}", f"A picture of a {colour} {shape}",
-                                  f"The {shape} in the picture is {colour}."]):
+        images.append(
+            {
+                "license": 1,
+                "file_name": file_name,
+                "coco_url": f"http://images.cocodataset.org/{subtype}/{file_name}",
+                "height": height,
+                "width": width,
+                "date_captured": "2013-11-14 16:28:13",
+                "flickr_url": "http://farm1.staticflickr.com/1/1.jpg",
+                "id": image_id,
+            }
+        )
+        for j, text in enumerate(
+            [
+                f"A {colour} {shape} on a grey background.",
+                f"There is a {colour} {shape}.",
+                f"a {colour} {shape}",
+                f"A picture of a {colour} {shape}",
+                f"The {shape} in the picture is {colour}.",
+            ]
+        ):
             annotations.append({"image_id": image_id, "id": first_annotation_id + 10 * n + j, "caption": text})
-    info = {"description": "COCO 2014 Dataset", "url": "http://cocodataset.org", "version": "1.0", "year": 2014,
-            "contributor": "COCO Consortium", "date_created": "2017/09/01"}
-    licenses = [{"url": "http://creativecommons.org/licenses/by-nc-sa/2.0/", "id": 1,
-                 "name": "Attribution-NonCommercial-ShareAlike License"}]
+    info = {
+        "description": "COCO 2014 Dataset",
+        "url": "http://cocodataset.org",
+        "version": "1.0",
+        "year": 2014,
+        "contributor": "COCO Consortium",
+        "date_created": "2017/09/01",
+    }
+    licenses = [
+        {
+            "url": "http://creativecommons.org/licenses/by-nc-sa/2.0/",
+            "id": 1,
+            "name": "Attribution-NonCommercial-ShareAlike License",
+        }
+    ]
     path = root / "annotations" / f"captions_{subtype}.json"
     path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps({"info": info, "images": images, "licenses": licenses, "annotations": annotations}))
@@ -86,8 +113,16 @@ def test_coco_prepare_features_train_evaluate_resume(tmp_path, capsys, one_threa
     train_json, train_dir = _coco_split(raw, "train2014", TRAIN_IDS, 1000)
     val_json, val_dir = _coco_split(raw, "val2014", VAL_IDS, 9000)
 
-    code, out, err = _run(capsys, "prepare", "coco", "--out", data, "--captions",
-                          f"train={train_json}:{train_dir}", f"val={val_json}:{val_dir}")
+    code, out, err = _run(
+        capsys,
+        "prepare",
+        "coco",
+        "--out",
+        data,
+        "--captions",
+        f"train={train_json}:{train_dir}",
+        f"val={val_json}:{val_dir}",
+    )
     assert code == 0, err
     summary = json.loads(out)
     assert summary["images"] == {"train": 12, "val": 4} and summary["captions"] == {"train": 60, "val": 20}
@@ -97,8 +132,22 @@ def test_coco_prepare_features_train_evaluate_resume(tmp_path, capsys, one_threa
     features = json.loads(out)
     assert features["encoded"] == 16 and features["skipped"] == 0
 
-    train_args = ["train", "captioner", "--data", data, "--out", run, "--batch-size", "10", "--captions-per-image", "5",
-                  "--set", "hidden_dim=32", "embed_dim=16", "attention_dim=16"]
+    train_args = [
+        "train",
+        "captioner",
+        "--data",
+        data,
+        "--out",
+        run,
+        "--batch-size",
+        "10",
+        "--captions-per-image",
+        "5",
+        "--set",
+        "hidden_dim=32",
+        "embed_dim=16",
+        "attention_dim=16",
+    ]
     code, out, err = _run(capsys, *train_args, "--epochs", "1")
     assert code == 0, err
     assert json.loads(out)["checkpoint"] == str(run / "best.pt")
@@ -110,8 +159,21 @@ def test_coco_prepare_features_train_evaluate_resume(tmp_path, capsys, one_threa
     checkpoint = load_checkpoint(run / "best.pt", "captioner")
     assert checkpoint["config"]["hidden_dim"] == 32 and checkpoint["encoder"]["image_size"] == 224
 
-    code, out, err = _run(capsys, "evaluate", "captioner", "--checkpoint", run / "best.pt", "--data", data,
-                          "--split", "val", "--beam", "2", "--out", run)
+    code, out, err = _run(
+        capsys,
+        "evaluate",
+        "captioner",
+        "--checkpoint",
+        run / "best.pt",
+        "--data",
+        data,
+        "--split",
+        "val",
+        "--beam",
+        "2",
+        "--out",
+        run,
+    )
     assert code == 0, err
     printed = json.loads(out)
     metrics = json.loads((run / "metrics_val.json").read_text())
@@ -147,12 +209,13 @@ def test_coco_prepare_features_train_evaluate_resume(tmp_path, capsys, one_threa
     assert "resumed" in err and "epoch 2" in err
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
-    assert lines[0] + "\n" == before.decode()   # epoch 1's row is kept, not re-run
+    assert lines[0] + "\n" == before.decode()  # epoch 1's row is kept, not re-run
     assert load_checkpoint(run / "last.pt", "captioner")["train"]["epoch"] == 1  # 0-based: the 2nd epoch
 
 
-def test_init_fine_tunes_from_a_checkpoint_with_changed_options(tiny_captioner, scenes_dir, tmp_path, capsys,
-                                                                 one_thread):
+def test_init_fine_tunes_from_a_checkpoint_with_changed_options(
+    tiny_captioner, scenes_dir, tmp_path, capsys, one_thread
+):
     start = load_checkpoint(tiny_captioner, "captioner")
     # The same data with its words listed in another order (as another scenes seed may list
     # them): the run keeps the checkpoint's ids.
@@ -166,9 +229,27 @@ def test_init_fine_tunes_from_a_checkpoint_with_changed_options(tiny_captioner, 
     run = tmp_path / "ft"
     # lr 0: the weights cannot move, so the run's checkpoint holds exactly what --init loaded
     # (a freshly initialised model would not match tiny's trained weights).
-    code, out, err = _run(capsys, "train", "captioner", "--data", data, "--out", run, "--init", tiny_captioner,
-                          "--epochs", "1", "--batch-size", "4", "--lr", "0", "--val-limit", "1",
-                          "--set", "alpha_c=0.5")
+    code, out, err = _run(
+        capsys,
+        "train",
+        "captioner",
+        "--data",
+        data,
+        "--out",
+        run,
+        "--init",
+        tiny_captioner,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--lr",
+        "0",
+        "--val-limit",
+        "1",
+        "--set",
+        "alpha_c=0.5",
+    )
     assert code == 0, err
     tuned = load_checkpoint(run / "last.pt", "captioner")
     assert tuned["config"] == {**start["config"], "alpha_c": 0.5}
@@ -188,8 +269,9 @@ def test_init_fine_tunes_from_a_checkpoint_with_changed_options(tiny_captioner, 
     _one_line_error(code, err)
     prepared["vocab"]["itos"].append("zebra")  # a word the checkpoint cannot write
     (data / "captions.json").write_text(json.dumps(prepared))
-    code, _, err = _run(capsys, "train", "captioner", "--data", data, "--epochs", "1", "--init", tiny_captioner,
-                        "--out", tmp_path / "d")
+    code, _, err = _run(
+        capsys, "train", "captioner", "--data", data, "--epochs", "1", "--init", tiny_captioner, "--out", tmp_path / "d"
+    )
     assert "zebra" in _one_line_error(code, err)
     assert not any((tmp_path / d).exists() for d in "abcd")
 
@@ -218,10 +300,14 @@ def test_bleu_one_by_hand(no_meteor):
 
 def test_nltk_and_pycocoevalcap_bleu_agree(no_meteor):
     references = [
-        [["a", "man", "riding", "a", "horse", "on", "a", "beach"],
-         ["a", "person", "rides", "a", "brown", "horse", "along", "the", "shore"]],
-        [["two", "dogs", "play", "with", "a", "red", "ball", "in", "the", "grass"],
-         ["dogs", "playing", "in", "a", "green", "field"]],
+        [
+            ["a", "man", "riding", "a", "horse", "on", "a", "beach"],
+            ["a", "person", "rides", "a", "brown", "horse", "along", "the", "shore"],
+        ],
+        [
+            ["two", "dogs", "play", "with", "a", "red", "ball", "in", "the", "grass"],
+            ["dogs", "playing", "in", "a", "green", "field"],
+        ],
         [["a", "plate", "of", "food", "with", "broccoli", "and", "rice"]],
     ]
     hypotheses = [
@@ -256,8 +342,9 @@ def _state_hash(state_dict: dict) -> str:
 
 def _ddp_worker(rank: int, world_size: int, port: int, data_dir: str, run_dir: str, record_dir: str) -> None:
     """One process of the DDP test: train, then record what this rank wrote and its weights."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     import captioner.train as pipeline
     import core.checkpoint as checkpoint
@@ -267,7 +354,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, data_dir: str, run_dir: s
     writes, hashes = [], {}
     real_write, real_fit = training.atomic_write_bytes, training.fit
 
-    def recording_write(path, data):   # every file fit writes goes through this
+    def recording_write(path, data):  # every file fit writes goes through this
         writes.append(Path(path).name)
         real_write(path, data)
 
@@ -277,10 +364,20 @@ def _ddp_worker(rank: int, world_size: int, port: int, data_dir: str, run_dir: s
         hashes["after"] = _state_hash(model.state_dict())
         return result
 
-    training.atomic_write_bytes, checkpoint.atomic_write_bytes, pipeline.fit = recording_write, recording_write, hashing_fit
+    training.atomic_write_bytes, checkpoint.atomic_write_bytes, pipeline.fit = (
+        recording_write,
+        recording_write,
+        hashing_fit,
+    )
     train = TrainConfig(out_dir=run_dir, epochs=1, batch_size=4, lr=1e-2, warmup_steps=1)
-    pipeline.train_captioner(data_dir, run_dir, {"hidden_dim": 32, "embed_dim": 16, "attention_dim": 16},
-                             train, device="cpu", log=lambda m: None)
+    pipeline.train_captioner(
+        data_dir,
+        run_dir,
+        {"hidden_dim": 32, "embed_dim": 16, "attention_dim": 16},
+        train,
+        device="cpu",
+        log=lambda m: None,
+    )
     Path(record_dir, f"rank{rank}.json").write_text(json.dumps({"writes": writes, **hashes}))
 
 
@@ -311,14 +408,30 @@ def test_ddp_two_cpu_processes(scenes_dir, tmp_path, monkeypatch):
 # ---------------------------------------------------------------- attend caption
 
 
-def test_caption_json_batched_in_input_order_with_attention_pngs(tiny_captioner, scenes_dir, tmp_path, capsys,
-                                                                  one_thread):
+def test_caption_json_batched_in_input_order_with_attention_pngs(
+    tiny_captioner, scenes_dir, tmp_path, capsys, one_thread
+):
     folder = scenes_dir / "images"
-    images = [folder / "val" / "000000000007.png", folder / "train" / "000000000000.png",
-              folder / "test" / "000000000009.png"]  # not in sorted order
+    images = [
+        folder / "val" / "000000000007.png",
+        folder / "train" / "000000000000.png",
+        folder / "test" / "000000000009.png",
+    ]  # not in sorted order
     pngs = tmp_path / "maps"
-    code, out, err = _run(capsys, "caption", *images, "--checkpoint", tiny_captioner, "--json",
-                          "--beam", "1", "--batch-size", "2", "--attention-out", pngs)
+    code, out, err = _run(
+        capsys,
+        "caption",
+        *images,
+        "--checkpoint",
+        tiny_captioner,
+        "--json",
+        "--beam",
+        "1",
+        "--batch-size",
+        "2",
+        "--attention-out",
+        pngs,
+    )
     assert code == 0, err
     rows = [json.loads(line) for line in out.splitlines() if line.strip()]
     assert len(rows) == 3
@@ -337,8 +450,9 @@ def test_caption_json_batched_in_input_order_with_attention_pngs(tiny_captioner,
     singles = [captioner.caption([str(p)], beam_size=1)[0] for p in images]
     for r, single in zip(rows, singles):
         assert r["tokens"] == single.tokens
-        np.testing.assert_allclose(np.asarray(r["attention"]).reshape(-1, 7, 7),
-                                   single.attention.reshape(-1, 7, 7), atol=1e-4)
+        np.testing.assert_allclose(
+            np.asarray(r["attention"]).reshape(-1, 7, 7), single.attention.reshape(-1, 7, 7), atol=1e-4
+        )
     firsts = [s.attention[0] for s in singles if s.tokens]
     assert len(firsts) < 2 or not np.allclose(firsts[0], firsts[1], atol=1e-4)  # images are told apart
 
@@ -369,26 +483,27 @@ def test_normalise_map_uniform_is_all_zero_and_one_hot_peaks_at_one():
 
 def test_heatmap_has_the_requested_size_and_puts_the_hot_cell_in_place():
     grid = np.zeros((2, 3))
-    grid[0, 2] = 1.0                             # top-right cell
-    picture = heatmap(grid, (90, 60))            # (width, height)
+    grid[0, 2] = 1.0  # top-right cell
+    picture = heatmap(grid, (90, 60))  # (width, height)
     assert picture.size == (90, 60) and picture.mode == "RGB"
     pixels = np.asarray(picture, dtype=float).sum(-1)
-    assert pixels[5, 85] > pixels[55, 5] + 200    # bright top-right, dark bottom-left
+    assert pixels[5, 85] > pixels[55, 5] + 200  # bright top-right, dark bottom-left
     flat = np.asarray(heatmap(np.full((7, 7), 1 / 49), (32, 32)))
-    assert (flat == flat[0, 0]).all()            # a uniform map is one flat colour
+    assert (flat == flat[0, 0]).all()  # a uniform map is one flat colour
 
 
 # ---------------------------------------------------------------- the shipped default model
+
 
 def test_shipped_captioner_on_scenes_of_a_seed_it_never_saw(tmp_path):
     """The shipped model, on 40 scenes generated now with a seed no training run used, scored
     with the same object and pointing accuracy as `attend evaluate`. The floors sit below
     the README's figures on 500 scenes (a small sample varies) and above the previous model's."""
-    from core.encoder import EncoderConfig
-    from core.features import write_features
     from captioner.checkpoint import SHIPPED
     from captioner.train import evaluate_captioner
     from core.checkpoint import load_checkpoint
+    from core.encoder import EncoderConfig
+    from core.features import write_features
     from data_prep.scenes import generate_scenes
 
     data = tmp_path / "unseen"

@@ -1,6 +1,7 @@
 """The image encoder against the EfficientNet package's own forward, and the feature cache:
 rows equal the encoder run directly, unreadable images are skipped and named, an
 interrupted run leaves no partial files and resumes only the missing shards."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ import torch
 
 from core.encoder import IMAGENET_MEAN, IMAGENET_STD, EncoderConfig, ImageEncoder
 from core.errors import AttendError
-from core.features import RELEASE_BYTES, FeatureCache, _Runner, cache_dir, write_features
+from core.features import RELEASE_BYTES, EncoderRunner, FeatureCache, cache_dir, write_features
 from core.images import load_tensor
 from core.prepared import image_paths
 
@@ -43,13 +44,13 @@ def _package_efficientnet():
 
 def test_features_equal_the_packages_extract_features(encoder, scenes_prepared):
     keys = ["train/000000000000.png", "val/000000000006.png"]
-    x = _images(scenes_prepared, keys)                                      # (2, 3, 224, 224)
+    x = _images(scenes_prepared, keys)  # (2, 3, 224, 224)
     with torch.no_grad():
         ours, grid = encoder(x)
-        reference = _package_efficientnet().extract_features(x)            # (2, 1280, 7, 7)
+        reference = _package_efficientnet().extract_features(x)  # (2, 1280, 7, 7)
     assert ours.shape == (2, 49, 1280) and grid == (7, 7) == encoder.grid
     assert encoder.dim == 1280
-    expected = reference.flatten(2).transpose(1, 2)                        # (2, 49, 1280), rows first
+    expected = reference.flatten(2).transpose(1, 2)  # (2, 49, 1280), rows first
     torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-4)
     # Two different scenes give different grids: the comparison above is not trivially true.
     assert not torch.allclose(ours[0], ours[1], atol=1e-2)
@@ -79,7 +80,7 @@ def test_trainable_blocks_are_exactly_the_last_n_and_switch_to_train_mode():
     last_two = {id(p) for b in blocks[-2:] for p in b.parameters()}
     trainable = {id(p) for p in enc.parameters() if p.requires_grad}
     assert trainable == last_two and len(trainable) > 0
-    assert not any(m.training for m in enc.modules())          # built in eval mode
+    assert not any(m.training for m in enc.modules())  # built in eval mode
     enc.train()
     for i, block in enumerate(blocks):
         expected = i >= len(blocks) - 2
@@ -103,7 +104,7 @@ def _pool(x: torch.Tensor, factor: int) -> torch.Tensor:
 
 def test_mid_level_appends_the_stride_16_stage_pooled_to_the_grid(encoder, scenes_prepared):
     keys = ["train/000000000000.png", "val/000000000006.png"]
-    x = _images(scenes_prepared, keys)                                      # (2, 3, 224, 224)
+    x = _images(scenes_prepared, keys)  # (2, 3, 224, 224)
     mid = ImageEncoder(EncoderConfig(mid_level=True))
     assert mid.dim == 1280 + 80 and mid.config.tag == "efficientnet-lite0-224-mid"
     net = _package_efficientnet()
@@ -114,7 +115,7 @@ def test_mid_level_appends_the_stride_16_stage_pooled_to_the_grid(encoder, scene
         # last block of the 80-channel stage), then 2x2 tiles averaged by hand.
         stage = net._swish(net._bn0(net._conv_stem(x)))
         for block in net._blocks[:8]:
-            stage = block(stage)                                           # (2, 80, 14, 14)
+            stage = block(stage)  # (2, 80, 14, 14)
     assert stage.shape == (2, 80, 14, 14)
     assert ours.shape == (2, 49, 1360) and grid == (7, 7)
     torch.testing.assert_close(ours[..., :1280], plain, rtol=1e-4, atol=1e-4)
@@ -151,14 +152,14 @@ def test_resnet50_from_a_local_state_dict(tmp_path):
     with torch.no_grad():
         features, grid = enc(x)
         # Independent reference: torchvision's own modules up to layer4 (no pool, no fc).
-        reference = torch.nn.Sequential(*list(net.children())[:-2])(x)     # (2, 2048, 7, 7)
+        reference = torch.nn.Sequential(*list(net.children())[:-2])(x)  # (2, 2048, 7, 7)
     assert features.shape == (2, 49, 2048) and grid == (7, 7) and enc.dim == 2048
     torch.testing.assert_close(features, reference.flatten(2).transpose(1, 2), rtol=1e-3, atol=1e-3)
     # With the middle level: layer2's output (stride 8, 512 channels), 4x4 tiles averaged.
     mid = ImageEncoder(EncoderConfig(backbone="resnet50", weights=str(weights), mid_level=True))
     with torch.no_grad():
         features, _ = mid(x)
-        layer2 = torch.nn.Sequential(*list(net.children())[:6])(x)         # (2, 512, 28, 28)
+        layer2 = torch.nn.Sequential(*list(net.children())[:6])(x)  # (2, 512, 28, 28)
     assert features.shape == (2, 49, 2048 + 512) and mid.dim == 2560
     torch.testing.assert_close(features[..., 2048:], _pool(layer2, 4), rtol=1e-3, atol=1e-3)
 
@@ -176,8 +177,8 @@ def test_compiled_runner_gives_the_eager_features(encoder, scenes_prepared, monk
     monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
     messages = []
     x = _images(scenes_prepared, ["train/000000000001.png", "test/000000000009.png"])
-    compiled = _Runner(encoder, batch_size=2, compile=True, log=messages.append)
-    eager = _Runner(encoder, batch_size=2, compile=False, log=messages.append)
+    compiled = EncoderRunner(encoder, batch_size=2, compile=True, log=messages.append)
+    eager = EncoderRunner(encoder, batch_size=2, compile=False, log=messages.append)
     full, short = compiled(x), compiled(x[1:])  # the short batch is padded to the compiled shape
     assert compiled.compiled is not None and messages == [], messages
     torch.testing.assert_close(full, eager(x), rtol=1e-3, atol=1e-3)
@@ -203,8 +204,11 @@ def test_cache_rows_equal_the_encoder_and_a_corrupt_image_is_skipped(scenes_copy
     index = json.loads((folder / "index.json").read_text())
     assert [k for k, _ in index["skipped"]] == [bad]
     assert "truncated" in index["skipped"][0][1]
-    assert index["grid"] == [7, 7] and index["dim"] == 1280 and index["shards"] == [
-        "shard_00000", "shard_00001", "shard_00002"]
+    assert (
+        index["grid"] == [7, 7]
+        and index["dim"] == 1280
+        and index["shards"] == ["shard_00000", "shard_00001", "shard_00002"]
+    )
 
     cache = FeatureCache(folder)
     assert len(cache) == 9 and bad not in cache and cache.grid == (7, 7)
@@ -215,7 +219,7 @@ def test_cache_rows_equal_the_encoder_and_a_corrupt_image_is_skipped(scenes_copy
 
     keys = ["test/000000000008.png", "train/000000000004.png", "val/000000000007.png"]  # 3 shards
     with torch.no_grad():
-        direct = encoder(_images(scenes_copy, keys))[0].numpy()            # (3, 49, 1280)
+        direct = encoder(_images(scenes_copy, keys))[0].numpy()  # (3, 49, 1280)
     for key, expected in zip(keys, direct):
         row = cache[key]
         assert row.dtype == np.float16 and row.shape == (49, 1280)
@@ -301,11 +305,21 @@ def test_cache_reads_equal_numpy_for_both_npy_header_versions(tmp_path):
     np.lib.format.write_array(open(tmp_path / "shard_00000.npy", "wb"), arrays[0], version=(1, 0))
     np.lib.format.write_array(open(tmp_path / "shard_00001.npy", "wb"), arrays[1], version=(2, 0))
     for s in range(2):
-        (tmp_path / f"shard_{s:05d}.json").write_text(json.dumps(
-            {"keys": [f"{s}/{i}" for i in range(700)], "skipped": []}))
-    (tmp_path / "index.json").write_text(json.dumps({
-        "encoder": EncoderConfig().__dict__, "grid": [1, 3], "dim": 5, "shard_size": 700,
-        "shards": ["shard_00000", "shard_00001"], "skipped": []}))
+        (tmp_path / f"shard_{s:05d}.json").write_text(
+            json.dumps({"keys": [f"{s}/{i}" for i in range(700)], "skipped": []})
+        )
+    (tmp_path / "index.json").write_text(
+        json.dumps(
+            {
+                "encoder": EncoderConfig().__dict__,
+                "grid": [1, 3],
+                "dim": 5,
+                "shard_size": 700,
+                "shards": ["shard_00000", "shard_00001"],
+                "skipped": [],
+            }
+        )
+    )
     cache = FeatureCache(tmp_path)
     order = rng.permutation(1400)
     for i in list(order) + list(order[:50]):  # every row, then some again after their pages were released
@@ -336,7 +350,8 @@ def test_sweeping_a_cache_keeps_the_resident_set_small(tmp_path):
         "cache[cache.keys()[0]]\n"
         "before = file_mb()\n"
         "total = sum(float(cache[k][0, 0]) for k in cache.keys())\n"
-        "print(file_mb() - before)\n")
+        "print(file_mb() - before)\n"
+    )
     out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True)
     grown_mb = int(out.stdout.split()[-1])
     assert grown_mb < RELEASE_BYTES // 2**20 + 8, f"file pages mapped grew by {grown_mb} MB over a 200 MB sweep"

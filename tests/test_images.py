@@ -135,9 +135,7 @@ def test_sixteen_bit_greyscale_is_scaled_not_white(tmp_path):
     assert Image.open(path).mode.startswith("I")
     image = load_image(path)
     assert image.mode == "RGB"
-    assert [_px(image, (x, 0)) for x in range(4)] == [
-        (0, 0, 0), (128, 128, 128), (255, 255, 255), (200, 200, 200)
-    ]
+    assert [_px(image, (x, 0)) for x in range(4)] == [(0, 0, 0), (128, 128, 128), (255, 255, 255), (200, 200, 200)]
 
 
 def test_sixteen_bit_big_endian_and_int32_and_float_modes():

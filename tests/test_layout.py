@@ -8,6 +8,7 @@ inside a function cannot hide:
 * no two modules import each other;
 * the two tasks are symmetric: the same file names for the same roles.
 """
+
 from __future__ import annotations
 
 import ast
@@ -47,8 +48,12 @@ def imported_modules(source: str, module: str, is_package: bool = False) -> set[
             found.add(name)
             # `from captioner import vqa_thing` names modules too: keep `pkg.name` candidates.
             found.update(f"{name}.{alias.name}" for alias in node.names)
-        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) in (
-                "import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant):
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", None)) in ("import_module", "__import__")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
             found.add(str(node.args[0].value))
     return found
 
@@ -72,15 +77,30 @@ def later():
     import importlib; importlib.import_module("data_prep.scenes")
 """
     found = imported_modules(source, "captioner.inference")
-    assert {"os", "streamlit", "captioner", "captioner.decode", "captioner.model", "apps.cli", "vqa.model",
-            "data_prep.scenes"} <= found
+    assert {
+        "os",
+        "streamlit",
+        "captioner",
+        "captioner.decode",
+        "captioner.model",
+        "apps.cli",
+        "vqa.model",
+        "data_prep.scenes",
+    } <= found
     assert imported_modules("from . import x", "captioner", is_package=True) >= {"captioner", "captioner.x"}
 
 
 def test_library_files_are_found():
     files = {name for _, _, name, _ in _library_files()}
-    assert {"core.encoder", "core.features", "captioner.train", "vqa.model", "data_prep.coco",
-            "data_prep.scenes", "data_prep.scenes.measures"} <= files
+    assert {
+        "core.encoder",
+        "core.features",
+        "captioner.train",
+        "vqa.model",
+        "data_prep.coco",
+        "data_prep.scenes",
+        "data_prep.scenes.measures",
+    } <= files
     inference = ROOT / "captioner" / "inference.py"
     assert {"captioner.checkpoint", "core.encoder"} <= imported_modules(inference.read_text(), "captioner.inference")
 
@@ -100,8 +120,10 @@ def test_imports_point_one_way(package):
 
 def test_no_two_modules_import_each_other():
     modules = {name: (path, is_package) for _, path, name, is_package in _library_files(PACKAGES)}
-    imports = {name: {m for m in imported_modules(path.read_text(), name, is_package) if m in modules and m != name}
-               for name, (path, is_package) in modules.items()}
+    imports = {
+        name: {m for m in imported_modules(path.read_text(), name, is_package) if m in modules and m != name}
+        for name, (path, is_package) in modules.items()
+    }
     circles = sorted({tuple(sorted((a, b))) for a, names in imports.items() for b in names if a in imports[b]})
     assert circles == []
 

@@ -1,4 +1,5 @@
 """The raw-data readers, on small fixtures written in exactly the official formats."""
+
 import json
 from pathlib import Path
 
@@ -21,41 +22,64 @@ def write_json(path: Path, obj) -> Path:
 
 # --------------------------------------------------------------------------- COCO 2014
 
-COCO_INFO = {"description": "COCO 2014 Dataset", "url": "http://cocodataset.org", "version": "1.0",
-             "year": 2014, "contributor": "COCO Consortium", "date_created": "2017/09/01"}
-COCO_LICENSES = [{"url": "http://creativecommons.org/licenses/by-nc-sa/2.0/", "id": 1,
-                  "name": "Attribution-NonCommercial-ShareAlike License"}]
+COCO_INFO = {
+    "description": "COCO 2014 Dataset",
+    "url": "http://cocodataset.org",
+    "version": "1.0",
+    "year": 2014,
+    "contributor": "COCO Consortium",
+    "date_created": "2017/09/01",
+}
+COCO_LICENSES = [
+    {
+        "url": "http://creativecommons.org/licenses/by-nc-sa/2.0/",
+        "id": 1,
+        "name": "Attribution-NonCommercial-ShareAlike License",
+    }
+]
 
 
 def coco_image(image_id: int, subset: str) -> dict:
     name = f"COCO_{subset}_{image_id:012d}.jpg"
-    return {"license": 1, "file_name": name, "coco_url": f"http://images.cocodataset.org/{subset}/{name}",
-            "height": 480, "width": 640, "date_captured": "2013-11-14 16:28:13",
-            "flickr_url": "http://farm3.staticflickr.com/x.jpg", "id": image_id}
+    return {
+        "license": 1,
+        "file_name": name,
+        "coco_url": f"http://images.cocodataset.org/{subset}/{name}",
+        "height": 480,
+        "width": 640,
+        "date_captured": "2013-11-14 16:28:13",
+        "flickr_url": "http://farm3.staticflickr.com/x.jpg",
+        "id": image_id,
+    }
 
 
-def coco_captions_file(path: Path, subset: str, images: list[int],
-                       captions: list[tuple[int, str]]) -> Path:
-    return write_json(path, {
-        "info": COCO_INFO, "licenses": COCO_LICENSES,
-        "images": [coco_image(i, subset) for i in images],
-        "annotations": [{"image_id": i, "id": 100 + n, "caption": c}
-                        for n, (i, c) in enumerate(captions)],
-    })
+def coco_captions_file(path: Path, subset: str, images: list[int], captions: list[tuple[int, str]]) -> Path:
+    return write_json(
+        path,
+        {
+            "info": COCO_INFO,
+            "licenses": COCO_LICENSES,
+            "images": [coco_image(i, subset) for i in images],
+            "annotations": [{"image_id": i, "id": 100 + n, "caption": c} for n, (i, c) in enumerate(captions)],
+        },
+    )
 
 
 @pytest.fixture
 def coco_files(tmp_path):
-    train = coco_captions_file(tmp_path / "annotations/captions_train2014.json", "train2014",
-                               [25, 9, 30], [  # image 30 has no caption
-                                   (9, "A dog runs on the grass."),
-                                   (25, "Two dogs play."),
-                                   (9, "A brown dog is running.\n"),
-                                   (25, "A dog and a cat"),
-                                   (25, "!!!"),  # no words: dropped
-                               ])
-    val = coco_captions_file(tmp_path / "annotations/captions_val2014.json", "val2014",
-                             [42], [(42, "A zebra!")])
+    train = coco_captions_file(
+        tmp_path / "annotations/captions_train2014.json",
+        "train2014",
+        [25, 9, 30],
+        [  # image 30 has no caption
+            (9, "A dog runs on the grass."),
+            (25, "Two dogs play."),
+            (9, "A brown dog is running.\n"),
+            (25, "A dog and a cat"),
+            (25, "!!!"),  # no words: dropped
+        ],
+    )
+    val = coco_captions_file(tmp_path / "annotations/captions_val2014.json", "val2014", [42], [(42, "A zebra!")])
     (tmp_path / "train2014").mkdir()
     (tmp_path / "val2014").mkdir()
     return {"train": (train, tmp_path / "train2014"), "val": (val, tmp_path / "val2014")}
@@ -74,34 +98,56 @@ def test_coco_captions(tmp_path, coco_files):
     # "zebra" (val only) never counts.
     assert data["vocab"]["itos"] == [*SPECIALS, "a", "dog"]
     assert data["splits"]["train"] == [
-        {"image": "train2014/COCO_train2014_000000000009.jpg", "image_id": 9,
-         "captions": ["A dog runs on the grass.", "A brown dog is running."],
-         "tokens": [["a", "dog", "runs", "on", "the", "grass"],
-                    ["a", "brown", "dog", "is", "running"]]},
-        {"image": "train2014/COCO_train2014_000000000025.jpg", "image_id": 25,
-         "captions": ["Two dogs play.", "A dog and a cat"],
-         "tokens": [["two", "dogs", "play"], ["a", "dog", "and", "a", "cat"]]},
+        {
+            "image": "train2014/COCO_train2014_000000000009.jpg",
+            "image_id": 9,
+            "captions": ["A dog runs on the grass.", "A brown dog is running."],
+            "tokens": [["a", "dog", "runs", "on", "the", "grass"], ["a", "brown", "dog", "is", "running"]],
+        },
+        {
+            "image": "train2014/COCO_train2014_000000000025.jpg",
+            "image_id": 25,
+            "captions": ["Two dogs play.", "A dog and a cat"],
+            "tokens": [["two", "dogs", "play"], ["a", "dog", "and", "a", "cat"]],
+        },
     ]
     assert data["splits"]["val"] == [
-        {"image": "val2014/COCO_val2014_000000000042.jpg", "image_id": 42,
-         "captions": ["A zebra!"], "tokens": [["a", "zebra"]]}]
+        {
+            "image": "val2014/COCO_val2014_000000000042.jpg",
+            "image_id": 42,
+            "captions": ["A zebra!"],
+            "tokens": [["a", "zebra"]],
+        }
+    ]
 
     paths = image_paths(out)
     assert paths == {
-        "train2014/COCO_train2014_000000000009.jpg":
-            (tmp_path / "train2014/COCO_train2014_000000000009.jpg").resolve(),
-        "train2014/COCO_train2014_000000000025.jpg":
-            (tmp_path / "train2014/COCO_train2014_000000000025.jpg").resolve(),
-        "val2014/COCO_val2014_000000000042.jpg":
-            (tmp_path / "val2014/COCO_val2014_000000000042.jpg").resolve(),
+        "train2014/COCO_train2014_000000000009.jpg": (tmp_path / "train2014/COCO_train2014_000000000009.jpg").resolve(),
+        "train2014/COCO_train2014_000000000025.jpg": (tmp_path / "train2014/COCO_train2014_000000000025.jpg").resolve(),
+        "val2014/COCO_val2014_000000000042.jpg": (tmp_path / "val2014/COCO_val2014_000000000042.jpg").resolve(),
     }
 
 
 def test_coco_vocab_threshold_one_orders_by_count_then_alphabet(tmp_path, coco_files):
     prepare_coco_captions(tmp_path / "p", coco_files, min_count=1)
     itos = read_prepared(tmp_path / "p", CAPTIONS)["vocab"]["itos"]
-    assert itos == [*SPECIALS, "a", "dog", "and", "brown", "cat", "dogs", "grass", "is",
-                    "on", "play", "running", "runs", "the", "two"]
+    assert itos == [
+        *SPECIALS,
+        "a",
+        "dog",
+        "and",
+        "brown",
+        "cat",
+        "dogs",
+        "grass",
+        "is",
+        "on",
+        "play",
+        "running",
+        "runs",
+        "the",
+        "two",
+    ]
 
 
 def test_coco_errors(tmp_path, coco_files):
@@ -126,23 +172,42 @@ def test_coco_errors(tmp_path, coco_files):
 
 # --------------------------------------------------------------------------- Karpathy
 
+
 def karpathy_image(imgid, cocoid, split, raws, filepath="val2014"):
-    sentences = [{"tokens": [w.strip(".,'") for w in raw.lower().split()],  # Karpathy-style
-                  "raw": raw, "imgid": imgid, "sentid": 10 * imgid + n}
-                 for n, raw in enumerate(raws)]
-    img = {"filepath": filepath, "sentids": [s["sentid"] for s in sentences],
-           "filename": f"COCO_{filepath}_{cocoid:012d}.jpg", "imgid": imgid, "split": split,
-           "sentences": sentences, "cocoid": cocoid}
+    sentences = [
+        {
+            "tokens": [w.strip(".,'") for w in raw.lower().split()],  # Karpathy-style
+            "raw": raw,
+            "imgid": imgid,
+            "sentid": 10 * imgid + n,
+        }
+        for n, raw in enumerate(raws)
+    ]
+    img = {
+        "filepath": filepath,
+        "sentids": [s["sentid"] for s in sentences],
+        "filename": f"COCO_{filepath}_{cocoid:012d}.jpg",
+        "imgid": imgid,
+        "split": split,
+        "sentences": sentences,
+        "cocoid": cocoid,
+    }
     return img
 
 
 def test_karpathy_coco(tmp_path):
-    dataset = write_json(tmp_path / "dataset_coco.json", {"dataset": "coco", "images": [
-        karpathy_image(0, 391895, "test", ["A man rides a bike."]),
-        karpathy_image(1, 522418, "restval", ["A woman's hat is red."], filepath="train2014"),
-        karpathy_image(2, 184613, "train", ["A man with a hat.", "A man"]),
-        karpathy_image(3, 318219, "val", ["A dog."]),
-    ]})
+    dataset = write_json(
+        tmp_path / "dataset_coco.json",
+        {
+            "dataset": "coco",
+            "images": [
+                karpathy_image(0, 391895, "test", ["A man rides a bike."]),
+                karpathy_image(1, 522418, "restval", ["A woman's hat is red."], filepath="train2014"),
+                karpathy_image(2, 184613, "train", ["A man with a hat.", "A man"]),
+                karpathy_image(3, 318219, "val", ["A dog."]),
+            ],
+        },
+    )
     root = tmp_path / "coco"
     root.mkdir()
     summary = prepare_karpathy(tmp_path / "p", dataset, root, min_count=2)
@@ -151,20 +216,28 @@ def test_karpathy_coco(tmp_path):
     assert data["source"] == "karpathy-coco"
     # restval is merged into train; records sorted by image id
     assert data["splits"]["train"] == [
-        {"image": "val2014/COCO_val2014_000000184613.jpg", "image_id": 184613,
-         "captions": ["A man with a hat.", "A man"],
-         "tokens": [["a", "man", "with", "a", "hat"], ["a", "man"]]},
-        {"image": "train2014/COCO_train2014_000000522418.jpg", "image_id": 522418,
-         "captions": ["A woman's hat is red."],
-         # re-tokenized from raw with our tokenizer: "woman's" (the file says "womans")
-         "tokens": [["a", "woman's", "hat", "is", "red"]]},
+        {
+            "image": "val2014/COCO_val2014_000000184613.jpg",
+            "image_id": 184613,
+            "captions": ["A man with a hat.", "A man"],
+            "tokens": [["a", "man", "with", "a", "hat"], ["a", "man"]],
+        },
+        {
+            "image": "train2014/COCO_train2014_000000522418.jpg",
+            "image_id": 522418,
+            "captions": ["A woman's hat is red."],
+            # re-tokenized from raw with our tokenizer: "woman's" (the file says "womans")
+            "tokens": [["a", "woman's", "hat", "is", "red"]],
+        },
     ]
     assert [r["image_id"] for r in data["splits"]["val"]] == [318219]
     assert [r["image_id"] for r in data["splits"]["test"]] == [391895]
     # train counts: a 4, man 2, hat 2; val/test words ("bike", "dog") never count
     assert data["vocab"]["itos"] == [*SPECIALS, "a", "hat", "man"]
-    assert image_paths(tmp_path / "p")["train2014/COCO_train2014_000000522418.jpg"] == \
-        (root / "train2014/COCO_train2014_000000522418.jpg").resolve()
+    assert (
+        image_paths(tmp_path / "p")["train2014/COCO_train2014_000000522418.jpg"]
+        == (root / "train2014/COCO_train2014_000000522418.jpg").resolve()
+    )
 
 
 def test_karpathy_flickr_without_filepath_or_cocoid(tmp_path):
@@ -180,8 +253,7 @@ def test_karpathy_flickr_without_filepath_or_cocoid(tmp_path):
     prepare_karpathy(tmp_path / "p", dataset, root)
     data = read_prepared(tmp_path / "p", CAPTIONS)
     assert data["source"] == "karpathy-flickr8k"
-    assert [(r["image"], r["image_id"]) for r in data["splits"]["train"]] == \
-        [("1000_abc.jpg", 0), ("1001_abc.jpg", 1)]
+    assert [(r["image"], r["image_id"]) for r in data["splits"]["train"]] == [("1000_abc.jpg", 0), ("1001_abc.jpg", 1)]
     assert image_paths(tmp_path / "p")["1003_abc.jpg"] == (root / "1003_abc.jpg").resolve()
     # min_count=5 default: no word is seen 5 times in train
     assert data["vocab"]["itos"] == list(SPECIALS)
@@ -195,8 +267,10 @@ def test_karpathy_errors(tmp_path):
     not_karpathy = write_json(tmp_path / "x.json", {"annotations": []})
     with pytest.raises(AttendError, match="not a Karpathy split file"):
         prepare_karpathy(tmp_path / "p", not_karpathy, root)
-    no_test = write_json(tmp_path / "dataset_coco.json", {"images": [
-        karpathy_image(0, 1, "train", ["a cat"]), karpathy_image(1, 2, "val", ["a dog"])]})
+    no_test = write_json(
+        tmp_path / "dataset_coco.json",
+        {"images": [karpathy_image(0, 1, "train", ["a cat"]), karpathy_image(1, 2, "val", ["a dog"])]},
+    )
     with pytest.raises(AttendError, match="split 'test' is empty") as e:
         prepare_karpathy(tmp_path / "p", no_test, root)
     assert "\n" not in str(e.value)
@@ -207,44 +281,78 @@ def test_karpathy_errors(tmp_path):
 
 # --------------------------------------------------------------------------- VQA v2
 
-VQA_INFO = {"description": "This is v2.0 of the VQA dataset.", "url": "http://visualqa.org",
-            "version": "2.0", "year": 2017, "contributor": "VQA Team",
-            "date_created": "2017-04-26 17:07:13"}
-VQA_LICENSE = {"url": "http://creativecommons.org/licenses/by/4.0/",
-               "name": "Creative Commons Attribution 4.0 International License"}
+VQA_INFO = {
+    "description": "This is v2.0 of the VQA dataset.",
+    "url": "http://visualqa.org",
+    "version": "2.0",
+    "year": 2017,
+    "contributor": "VQA Team",
+    "date_created": "2017-04-26 17:07:13",
+}
+VQA_LICENSE = {
+    "url": "http://creativecommons.org/licenses/by/4.0/",
+    "name": "Creative Commons Attribution 4.0 International License",
+}
 
 
 def vqa_questions_file(path, data_subtype, questions):
     """questions: [(question_id, image_id, text)]"""
-    return write_json(path, {
-        "info": VQA_INFO, "task_type": "Open-Ended", "data_type": "mscoco",
-        "license": VQA_LICENSE, "data_subtype": data_subtype,
-        "questions": [{"image_id": i, "question": t, "question_id": q} for q, i, t in questions]})
+    return write_json(
+        path,
+        {
+            "info": VQA_INFO,
+            "task_type": "Open-Ended",
+            "data_type": "mscoco",
+            "license": VQA_LICENSE,
+            "data_subtype": data_subtype,
+            "questions": [{"image_id": i, "question": t, "question_id": q} for q, i, t in questions],
+        },
+    )
 
 
 def vqa_annotations_file(path, data_subtype, annotations):
     """annotations: [(question_id, image_id, question_type, answer_type, mc, [10 answers])]"""
-    return write_json(path, {
-        "info": VQA_INFO, "license": VQA_LICENSE, "data_type": "mscoco",
-        "data_subtype": data_subtype,
-        "annotations": [{
-            "question_type": qt, "multiple_choice_answer": mc,
-            "answers": [{"answer": a, "answer_confidence": ["yes", "maybe", "no"][n % 3],
-                         "answer_id": n + 1} for n, a in enumerate(answers)],
-            "image_id": i, "answer_type": at, "question_id": q}
-            for q, i, qt, at, mc, answers in annotations]})
+    return write_json(
+        path,
+        {
+            "info": VQA_INFO,
+            "license": VQA_LICENSE,
+            "data_type": "mscoco",
+            "data_subtype": data_subtype,
+            "annotations": [
+                {
+                    "question_type": qt,
+                    "multiple_choice_answer": mc,
+                    "answers": [
+                        {"answer": a, "answer_confidence": ["yes", "maybe", "no"][n % 3], "answer_id": n + 1}
+                        for n, a in enumerate(answers)
+                    ],
+                    "image_id": i,
+                    "answer_type": at,
+                    "question_id": q,
+                }
+                for q, i, qt, at, mc, answers in annotations
+            ],
+        },
+    )
 
 
 TRAIN_QA = [
     # qid, image, question, question_type, answer_type, multiple_choice_answer, 10 answers
-    (10, 1, "What color is the dog?", "what color is the", "other", "blue",
-     ["blue"] * 4 + ["red"] * 3 + ["green"] + ["yellow"] * 2),
+    (
+        10,
+        1,
+        "What color is the dog?",
+        "what color is the",
+        "other",
+        "blue",
+        ["blue"] * 4 + ["red"] * 3 + ["green"] + ["yellow"] * 2,
+    ),
     (11, 1, "Is the dog sleeping?", "is the", "yes/no", "yes", ["yes"] * 10),
     (12, 1, "How many dogs?", "how many", "number", "Two", ["2"] * 6 + ["3"] * 3 + ["two"]),
     (13, 2, "Is it sunny?", "is it", "yes/no", "no", ["yes"] + ["no"] * 9),
     (14, 2, "Is it raining?", "is it", "yes/no", "no", ["yes"] * 2 + ["no"] * 8),
-    (15, 2, "What color is the car?", "what color is the", "other", "red",
-     ["red"] * 8 + ["yellow"] * 2),
+    (15, 2, "What color is the car?", "what color is the", "other", "red", ["red"] * 8 + ["yellow"] * 2),
     (16, 3, "Is this a photo?", "is this", "yes/no", "yes", ["yes"] * 10),
 ]
 VAL_QA = [
@@ -256,20 +364,29 @@ VAL_QA = [
 @pytest.fixture
 def vqa_files(tmp_path):
     def split(subset, qa, with_annotations=True, folder=None):
-        q = vqa_questions_file(tmp_path / f"v2_OpenEnded_mscoco_{subset}_questions.json", subset,
-                               [(qid, img, text) for qid, img, text, *_ in qa])
+        q = vqa_questions_file(
+            tmp_path / f"v2_OpenEnded_mscoco_{subset}_questions.json",
+            subset,
+            [(qid, img, text) for qid, img, text, *_ in qa],
+        )
         a = None
         if with_annotations:
-            a = vqa_annotations_file(tmp_path / f"v2_mscoco_{subset}_annotations.json", subset,
-                                     [(qid, img, qt, at, mc, ans)
-                                      for qid, img, _, qt, at, mc, ans in qa])
+            a = vqa_annotations_file(
+                tmp_path / f"v2_mscoco_{subset}_annotations.json",
+                subset,
+                [(qid, img, qt, at, mc, ans) for qid, img, _, qt, at, mc, ans in qa],
+            )
         images = tmp_path / (folder or subset)
         images.mkdir(exist_ok=True)
         return (q, a, images)
 
-    return {"train": split("train2014", TRAIN_QA), "val": split("val2014", VAL_QA),
-            "test-dev": split("test-dev2015", [(30, 77, "Why?", "", "", "", [])],
-                              with_annotations=False, folder="test2015")}
+    return {
+        "train": split("train2014", TRAIN_QA),
+        "val": split("val2014", VAL_QA),
+        "test-dev": split(
+            "test-dev2015", [(30, 77, "Why?", "", "", "", [])], with_annotations=False, folder="test2015"
+        ),
+    }
 
 
 def test_vqa_v2(tmp_path, vqa_files):
@@ -285,40 +402,55 @@ def test_vqa_v2(tmp_path, vqa_files):
     train = {r["question_id"]: r for r in data["splits"]["train"]}
     assert list(train) == [10, 11, 12, 13, 14, 15, 16]
     # soft scores by hand: k matches of 10 -> min(1, 0.3k)
-    assert train[10]["targets"] == [[3, 1.0], [4, 0.9]]   # blue x4, red x3 (green/yellow not kept)
-    assert train[11]["targets"] == [[1, 1.0]]             # yes x10
-    assert train[12]["targets"] == [[2, 1.0]]             # "2" x6 ("3", "two" not kept)
-    assert train[13]["targets"] == [[0, 1.0], [1, 0.3]]   # no x9, yes x1
-    assert train[14]["targets"] == [[0, 1.0], [1, 0.6]]   # no x8, yes x2
+    assert train[10]["targets"] == [[3, 1.0], [4, 0.9]]  # blue x4, red x3 (green/yellow not kept)
+    assert train[11]["targets"] == [[1, 1.0]]  # yes x10
+    assert train[12]["targets"] == [[2, 1.0]]  # "2" x6 ("3", "two" not kept)
+    assert train[13]["targets"] == [[0, 1.0], [1, 0.3]]  # no x9, yes x1
+    assert train[14]["targets"] == [[0, 1.0], [1, 0.6]]  # no x8, yes x2
     assert train[15]["targets"] == [[4, 1.0]]
     for r in train.values():  # the stored score is the metric itself
         for i, s in r["targets"]:
             assert s == vqa_accuracy(data["answers"][i], r["answers"])
     assert train[10] == {
-        "question_id": 10, "image_id": 1, "image": "train2014/COCO_train2014_000000000001.jpg",
-        "question": "What color is the dog?", "tokens": ["what", "color", "is", "the", "dog"],
+        "question_id": 10,
+        "image_id": 1,
+        "image": "train2014/COCO_train2014_000000000001.jpg",
+        "question": "What color is the dog?",
+        "tokens": ["what", "color", "is", "the", "dog"],
         "answers": ["blue"] * 4 + ["red"] * 3 + ["green"] + ["yellow"] * 2,
         "targets": [[3, 1.0], [4, 0.9]],
-        "answer_type": "other", "question_type": "what color is the"}
+        "answer_type": "other",
+        "question_type": "what color is the",
+    }
 
     val = data["splits"]["val"]
     assert [r["targets"] for r in val] == [[], [[0, 1.0], [1, 0.9]]]
     assert val[0]["image"] == "val2014/COCO_val2014_000000000005.jpg"
 
     (test,) = data["splits"]["test-dev"]
-    assert test == {"question_id": 30, "image_id": 77,
-                    "image": "test2015/COCO_test2015_000000000077.jpg", "question": "Why?",
-                    "tokens": ["why"], "answers": [], "targets": [],
-                    "answer_type": "", "question_type": ""}
+    assert test == {
+        "question_id": 30,
+        "image_id": 77,
+        "image": "test2015/COCO_test2015_000000000077.jpg",
+        "question": "Why?",
+        "tokens": ["why"],
+        "answers": [],
+        "targets": [],
+        "answer_type": "",
+        "question_type": "",
+    }
 
     paths = image_paths(out)
-    assert sorted(paths) == ["test2015/COCO_test2015_000000000077.jpg",
-                             "train2014/COCO_train2014_000000000001.jpg",
-                             "train2014/COCO_train2014_000000000002.jpg",
-                             "train2014/COCO_train2014_000000000003.jpg",
-                             "val2014/COCO_val2014_000000000005.jpg"]
-    assert paths["val2014/COCO_val2014_000000000005.jpg"] == \
-        (tmp_path / "val2014/COCO_val2014_000000000005.jpg").resolve()
+    assert sorted(paths) == [
+        "test2015/COCO_test2015_000000000077.jpg",
+        "train2014/COCO_train2014_000000000001.jpg",
+        "train2014/COCO_train2014_000000000002.jpg",
+        "train2014/COCO_train2014_000000000003.jpg",
+        "val2014/COCO_val2014_000000000005.jpg",
+    ]
+    assert (
+        paths["val2014/COCO_val2014_000000000005.jpg"] == (tmp_path / "val2014/COCO_val2014_000000000005.jpg").resolve()
+    )
     assert summary["questions"] == {"train": 7, "val": 2, "test-dev": 1}
     assert summary["answers"] == 5
     assert summary["train_questions_with_target"] == 7
@@ -343,8 +475,9 @@ def test_vqa_v2_errors(tmp_path, vqa_files):
 
     with pytest.raises(AttendError, match="not found"):
         run(train=(tmp_path / "missing.json", a, images))
-    no_subtype = write_json(tmp_path / "q.json", {"info": {}, "task_type": "Open-Ended",
-                                                   "data_type": "mscoco", "questions": []})
+    no_subtype = write_json(
+        tmp_path / "q.json", {"info": {}, "task_type": "Open-Ended", "data_type": "mscoco", "questions": []}
+    )
     with pytest.raises(AttendError, match=r"q\.json: not a VQA questions file") as e:
         run(train=(no_subtype, a, images))
     assert "\n" not in str(e.value)
@@ -369,12 +502,26 @@ def test_vqa_v2_errors(tmp_path, vqa_files):
 
 # --------------------------------------------------------------------------- easy-VQA
 
+
 def test_easy_vqa_from_the_installed_package(tmp_path):
     summary = prepare_easy_vqa(tmp_path / "p")
     data = read_prepared(tmp_path / "p", VQA)
     assert data["metric"] == "exact" and data["source"] == "easy-vqa"
-    assert data["answers"] == ["circle", "green", "red", "gray", "yes", "teal", "black",
-                               "rectangle", "yellow", "triangle", "brown", "blue", "no"]
+    assert data["answers"] == [
+        "circle",
+        "green",
+        "red",
+        "gray",
+        "yes",
+        "teal",
+        "black",
+        "rectangle",
+        "yellow",
+        "triangle",
+        "brown",
+        "blue",
+        "no",
+    ]
     splits = data["splits"]
     assert len(splits["train"]) + len(splits["val"]) == 38_575
     assert len(splits["test"]) == 9_673
@@ -392,8 +539,13 @@ def test_easy_vqa_from_the_installed_package(tmp_path):
         (answer,) = r["answers"]
         assert r["targets"] == [[data["answers"].index(answer), 1.0]]
         assert r["tokens"] == tokenize(r["question"])
-        expected_type = ("yes/no" if answer in ("yes", "no") else
-                         "shape" if answer in ("circle", "rectangle", "triangle") else "color")
+        expected_type = (
+            "yes/no"
+            if answer in ("yes", "no")
+            else "shape"
+            if answer in ("circle", "rectangle", "triangle")
+            else "color"
+        )
         assert r["question_type"] == expected_type
         assert r["answer_type"] == ("yes/no" if answer in ("yes", "no") else "other")
 

@@ -1,4 +1,5 @@
 """The generated shape scenes and their measures (data_prep/scenes/)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -15,8 +16,20 @@ from PIL import Image
 
 from core.vocab import tokenize
 from data_prep import scenes
-from data_prep.scenes import (RGB, SIDE, caption_correct, caption_errors, describe, generate_scenes, make_scene,
-                              parse_caption, parse_caption_full, pointing_hits, scene_objects, score_scenes)
+from data_prep.scenes import (
+    RGB,
+    SIDE,
+    caption_correct,
+    caption_errors,
+    describe,
+    generate_scenes,
+    make_scene,
+    parse_caption,
+    parse_caption_full,
+    pointing_hits,
+    scene_objects,
+    score_scenes,
+)
 
 COUNTS = {"train": 24, "val": 8, "test": 8}
 SPLITS = ("train", "val", "test")
@@ -52,6 +65,7 @@ def _centre(o):
 
 
 # ----------------------------------------------------------------------------- determinism
+
 
 def test_summary_and_files(data):
     out, summary = data
@@ -89,8 +103,10 @@ def test_scene_depends_only_on_seed_split_index():
 
 # ----------------------------------------------------------------------------- formats
 
+
 def test_pycocotools_reads_captions_and_instances(data):
     from pycocotools.coco import COCO
+
     out, _ = data
     for s in SPLITS:
         with contextlib.redirect_stdout(io.StringIO()):
@@ -148,6 +164,7 @@ def test_vqa_files_in_v2_format(data):
 
 # ----------------------------------------------------------------------------- the scenes
 
+
 def test_objects_inside_apart_sized_and_unique(truth):
     for image_id, objects in truth.items():
         assert 1 <= len(objects) <= 4
@@ -157,7 +174,7 @@ def test_objects_inside_apart_sized_and_unique(truth):
             assert w == h and SIDE[o["size"]][0] <= w <= SIDE[o["size"]][1]
             assert x >= 0 and y >= 0 and x + w <= 224 and y + h <= 224
         for i, a in enumerate(objects):
-            for b in objects[i + 1:]:
+            for b in objects[i + 1 :]:
                 ax, ay, aw, ah = a["bbox"]
                 bx, by, bw, bh = b["bbox"]
                 gap_x = max(bx - (ax + aw), ax - (bx + bw))
@@ -179,15 +196,22 @@ def test_pixels_object_colours_background_and_noise(data, truth):
             cx, cy = (int(v) for v in _centre(o))
             want = np.array(RGB[o["color"]], dtype=float)
             assert np.all(np.abs(px[cy, cx] - want) <= 30), (image_id, o, px[cy, cx])
-            patch = px[cy - 1:cy + 2, cx - 1:cx + 2].reshape(-1, 3).mean(0)
+            patch = px[cy - 1 : cy + 2, cx - 1 : cx + 2].reshape(-1, 3).mean(0)
             assert np.all(np.abs(patch - want) <= 8), (image_id, o, patch)
         # an 12x12 patch of background far from every object: light, tinted, noisy with sigma ~6
         for y0 in range(0, 212, 12):
             for x0 in range(0, 212, 12):
-                if all(max(o["bbox"][0] - (x0 + 12), x0 - (o["bbox"][0] + o["bbox"][2]),
-                           o["bbox"][1] - (y0 + 12), y0 - (o["bbox"][1] + o["bbox"][3])) >= 2
-                       for o in objects):
-                    patch = px[y0:y0 + 12, x0:x0 + 12]
+                if all(
+                    max(
+                        o["bbox"][0] - (x0 + 12),
+                        x0 - (o["bbox"][0] + o["bbox"][2]),
+                        o["bbox"][1] - (y0 + 12),
+                        y0 - (o["bbox"][1] + o["bbox"][3]),
+                    )
+                    >= 2
+                    for o in objects
+                ):
+                    patch = px[y0 : y0 + 12, x0 : x0 + 12]
                     mean = patch.reshape(-1, 3).mean(0)
                     assert np.all((mean > 210) & (mean < 250)), (image_id, mean)
                     noise_stds.append(patch.reshape(-1, 3).std(0).mean())
@@ -199,6 +223,7 @@ def test_pixels_object_colours_background_and_noise(data, truth):
 
 
 # ----------------------------------------------------------------------------- captions
+
 
 def test_every_reference_parses_and_is_correct(data, truth):
     out, _ = data
@@ -225,8 +250,8 @@ def test_every_reference_parses_and_is_correct(data, truth):
 
 def test_grammar_of_each_reference():
     objects = [
-        {"shape": "circle", "color": "red", "size": "large", "bbox": [10, 100, 64, 64]},   # c (42, 132)
-        {"shape": "star", "color": "blue", "size": "small", "bbox": [120, 20, 36, 36]},    # c (138, 38)
+        {"shape": "circle", "color": "red", "size": "large", "bbox": [10, 100, 64, 64]},  # c (42, 132)
+        {"shape": "star", "color": "blue", "size": "small", "bbox": [120, 20, 36, 36]},  # c (138, 38)
         {"shape": "square", "color": "orange", "size": "small", "bbox": [130, 150, 36, 36]},  # c (148, 168)
     ]
     assert describe(objects) == [
@@ -244,46 +269,54 @@ def test_grammar_of_each_reference():
 # ----------------------------------------------------------------------------- the checker
 
 SCENE = [
-    {"shape": "circle", "color": "red", "size": "large", "bbox": [10, 100, 64, 64]},      # c (42, 132)
-    {"shape": "star", "color": "blue", "size": "small", "bbox": [120, 20, 36, 36]},       # c (138, 38)
-    {"shape": "square", "color": "green", "size": "small", "bbox": [130, 150, 36, 36]},   # c (148, 168)
+    {"shape": "circle", "color": "red", "size": "large", "bbox": [10, 100, 64, 64]},  # c (42, 132)
+    {"shape": "star", "color": "blue", "size": "small", "bbox": [120, 20, 36, 36]},  # c (138, 38)
+    {"shape": "square", "color": "green", "size": "small", "bbox": [130, 150, 36, 36]},  # c (148, 168)
 ]
 RIGHT = "a large red circle left of a small blue star above a small green square"
 
 
-@pytest.mark.parametrize("caption", [
-    RIGHT,
-    "there is " + RIGHT,
-    RIGHT + " in the picture",
-    "a large red circle to the left of a small blue star above a small green square",
-    "a small green square below a small blue star to the right of a large red circle",
-    "a small green square below a small blue star right of a large red circle",
-    "a large red circle and a small blue star and a small green square",  # "and" claims nothing
-    "<start> " + RIGHT + " <end>",
-])
+@pytest.mark.parametrize(
+    "caption",
+    [
+        RIGHT,
+        "there is " + RIGHT,
+        RIGHT + " in the picture",
+        "a large red circle to the left of a small blue star above a small green square",
+        "a small green square below a small blue star to the right of a large red circle",
+        "a small green square below a small blue star right of a large red circle",
+        "a large red circle and a small blue star and a small green square",  # "and" claims nothing
+        "<start> " + RIGHT + " <end>",
+    ],
+)
 def test_right_captions(caption):
     tokens = caption.split() if "<" in caption else tokenize(caption)
     assert caption_correct(tokens, SCENE), caption_errors(tokens, SCENE)
     assert caption_errors(tokens, SCENE) == []
 
 
-@pytest.mark.parametrize("caption, error", [
-    ("a large green circle left of a small blue star above a small green square", "wrong_colour"),
-    ("a large red triangle left of a small blue star above a small green square", "wrong_shape"),
-    ("a small red circle left of a small blue star above a small green square", "wrong_size"),
-    ("a large red circle left of a small blue star below a small green square", "wrong_relation"),
-    ("a large red circle right of a small blue star above a small green square", "wrong_relation"),
-    ("a small blue star left of a large red circle above a small green square", "wrong_relation"),
-    ("a large red circle left of a small blue star", "missing_object"),
-    (RIGHT + " left of a small purple triangle", "extra_object"),
-    ("a large red circle left of a small blue star above a small green square above a small blue star",
-     "extra_object"),
-    ("a large red circle left of a small blue dog above a small green square", "unparsable"),
-    ("a large red circle a small blue star above a small green square", "unparsable"),
-    ("a large red circle left of a blue star above a small green square", "unparsable"),
-    (RIGHT + " left of", "unparsable"),
-    ("", "unparsable"),
-])
+@pytest.mark.parametrize(
+    "caption, error",
+    [
+        ("a large green circle left of a small blue star above a small green square", "wrong_colour"),
+        ("a large red triangle left of a small blue star above a small green square", "wrong_shape"),
+        ("a small red circle left of a small blue star above a small green square", "wrong_size"),
+        ("a large red circle left of a small blue star below a small green square", "wrong_relation"),
+        ("a large red circle right of a small blue star above a small green square", "wrong_relation"),
+        ("a small blue star left of a large red circle above a small green square", "wrong_relation"),
+        ("a large red circle left of a small blue star", "missing_object"),
+        (RIGHT + " left of a small purple triangle", "extra_object"),
+        (
+            "a large red circle left of a small blue star above a small green square above a small blue star",
+            "extra_object",
+        ),
+        ("a large red circle left of a small blue dog above a small green square", "unparsable"),
+        ("a large red circle a small blue star above a small green square", "unparsable"),
+        ("a large red circle left of a blue star above a small green square", "unparsable"),
+        (RIGHT + " left of", "unparsable"),
+        ("", "unparsable"),
+    ],
+)
 def test_wrong_captions(caption, error):
     tokens = tokenize(caption)
     assert not caption_correct(tokens, SCENE)
@@ -303,6 +336,7 @@ def test_parse_caption_is_tolerant():
 
 # ----------------------------------------------------------------------------- pointing
 
+
 def _one_hot(h, w, r, c):
     g = np.zeros((h, w))
     g[r, c] = 1.0
@@ -310,8 +344,10 @@ def _one_hot(h, w, r, c):
 
 
 def test_pointing_hits_one_hot_grids():
-    objects = [{"shape": "circle", "color": "red", "size": "large", "bbox": [64, 64, 64, 64]},
-               {"shape": "star", "color": "blue", "size": "small", "bbox": [160, 160, 36, 36]}]
+    objects = [
+        {"shape": "circle", "color": "red", "size": "large", "bbox": [64, 64, 64, 64]},
+        {"shape": "star", "color": "blue", "size": "small", "bbox": [160, 160, 36, 36]},
+    ]
     tokens = "a large red circle left of a small blue star".split()  # shapes at 3 and 9
     far = _one_hot(7, 7, 0, 0)
     grids = [far] * 10
@@ -334,22 +370,27 @@ def test_pointing_half_cell_boundary():
     # neighbouring cells' centres (48 and 112) lie on its edge (a hit), two cells away is a miss
     obj = [{"shape": "square", "color": "red", "size": "small", "bbox": [64, 64, 32, 32]}]
     tokens = "a small red square".split()
+
     def hit(r, c):
         return pointing_hits(tokens, [None, None, None, _one_hot(7, 7, r, c)], obj)[0]
+
     assert hit(2, 2) and hit(1, 2) and hit(3, 3) and hit(1, 1)
     assert not hit(0, 2) and not hit(2, 4) and not hit(4, 4) and not hit(2, 0)
+
     # 14x14 grid (16-px cells): the box is cells 4..5, grown to 56..104: cell 3 (56) hits, 2 (40) not
     def hit14(r, c):
         return pointing_hits(tokens, [None, None, None, _one_hot(14, 14, r, c)], obj)[0]
+
     assert hit14(3, 4) and hit14(6, 6) and not hit14(2, 4) and not hit14(4, 7)
 
 
 # ----------------------------------------------------------------------------- scoring
 
+
 def test_score_scenes_breakdown():
     other = [{"shape": "triangle", "color": "yellow", "size": "small", "bbox": [20, 20, 36, 36]}]
     gt = {1: SCENE, 2: other, 3: SCENE, 4: other}
-    grid_star = _one_hot(7, 7, 1, 4)   # star box 120..156 x 20..56 -> cell (1, 4) centre (144, 48)
+    grid_star = _one_hot(7, 7, 1, 4)  # star box 120..156 x 20..56 -> cell (1, 4) centre (144, 48)
     preds = {
         "1": {"tokens": tokenize(RIGHT), "attention": [grid_star] * 15},
         2: "a small yellow triangle",
@@ -382,13 +423,17 @@ def test_references_score_perfectly(data, truth):
 
 # ----------------------------------------------------------------------------- questions
 
+
 def _answer(question: str, objects: list[dict]) -> tuple[str, str, str]:
     """Recompute (answer, question_type, answer_type) from the instances alone."""
+
     def one(objs):
         assert len(objs) == 1, (question, objects)
         return objs[0]
+
     def find(**kw):
         return [o for o in objects if all(v is None or o[k] == v for k, v in kw.items())]
+
     if m := re.fullmatch(r"what colour is the (?:(small|large) )?(\w+)\?", question):
         return one(find(size=m[1], shape=m[2]))["color"], "colour", "other"
     if m := re.fullmatch(r"what shape is the (?:(small|large) )?(\w+) object\?", question):
@@ -427,7 +472,10 @@ def test_answers_agree_with_instances_and_are_balanced(data, truth):
         for x in q:
             a = anns[x["question_id"]]
             assert _answer(x["question"], truth[x["image_id"]]) == (
-                a["multiple_choice_answer"], a["question_type"], a["answer_type"]), x
+                a["multiple_choice_answer"],
+                a["question_type"],
+                a["answer_type"],
+            ), x
             per_image.setdefault(x["image_id"], []).append(x["question"])
             types[a["question_type"]] += 1
             if a["answer_type"] == "yes/no":
@@ -443,11 +491,14 @@ def test_answers_agree_with_instances_and_are_balanced(data, truth):
 
 # ----------------------------------------------------------------------------- prepared layout
 
-@pytest.mark.skipif(importlib.util.find_spec("data_prep.coco") is None
-                    or importlib.util.find_spec("data_prep.vqa_v2") is None,
-                    reason="COCO / VQA v2 preparers not present")
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("data_prep.coco") is None or importlib.util.find_spec("data_prep.vqa_v2") is None,
+    reason="COCO / VQA v2 preparers not present",
+)
 def test_prepare_writes_the_prepared_layout(tmp_path):
     from core.prepared import CAPTIONS, IMAGES, VQA, image_paths, read_prepared
+
     summary = generate_scenes(tmp_path, 1, {"train": 12, "val": 4}, workers=2, prepare=True)
     assert summary["prepared"] is True
     caps = read_prepared(tmp_path, CAPTIONS)

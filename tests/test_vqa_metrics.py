@@ -3,50 +3,54 @@
 Each normalization case is worked through the official processPunctuation /
 processDigitArticle by hand in the comment next to it.
 """
+
 import pytest
 
-from core.errors import AttendError
 from core.answers import CONTRACTIONS, exact_match, normalize_answer, process_punctuation, soft_scores, vqa_accuracy
+from core.errors import AttendError
 from vqa.metrics import summarize
 
 
-@pytest.mark.parametrize("raw, expected", [
-    # lowercase, then "two" is a number word -> "2"
-    ("Two", "2"),
-    ("none", "0"),
-    ("ten", "10"),
-    # period not followed by a digit is removed; "the" is an article
-    ("the dog.", "dog"),
-    ("5.", "5"),
-    ("u.s.a.", "usa"),
-    # period followed by a digit stays
-    ("3.5", "3.5"),
-    ("2.5.", "2.5"),          # the first period is before "5", the last is not
-    # contraction table restores the apostrophe; an existing apostrophe is kept
-    ("dont", "don't"),
-    ("Whats", "what's"),
-    ("don't", "don't"),
-    # a capitalised table key cannot match after lowercasing ("Im" -> "im", as officially)
-    ("Im", "im"),
-    # '!' touches no space -> replaced by a space -> "yes " -> split/join -> "yes"
-    ("yes!", "yes"),
-    # digit,digit comma anywhere: every punctuation mark is deleted, not spaced
-    ("1,000", "1000"),
-    ("1,000 dogs!", "1000 dogs"),
-    # ", " touches a space -> comma deleted; "a" article dropped
-    ("a red, car", "red car"),
-    # comma touching no space and no digit,digit -> becomes a space
-    ("red,car", "red car"),
-    ("t-shirt", "t shirt"),
-    ("(red)", "red"),
-    # ':' is not in the 2021 punctuation list and "%" never was
-    ("it's 3:00", "it's 3:00"),
-    ("50%", "50%"),
-    # newline and tab become spaces, ends are stripped
-    ("\tno\n", "no"),
-    ("an apple", "apple"),
-    ("black and white", "black and white"),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        # lowercase, then "two" is a number word -> "2"
+        ("Two", "2"),
+        ("none", "0"),
+        ("ten", "10"),
+        # period not followed by a digit is removed; "the" is an article
+        ("the dog.", "dog"),
+        ("5.", "5"),
+        ("u.s.a.", "usa"),
+        # period followed by a digit stays
+        ("3.5", "3.5"),
+        ("2.5.", "2.5"),  # the first period is before "5", the last is not
+        # contraction table restores the apostrophe; an existing apostrophe is kept
+        ("dont", "don't"),
+        ("Whats", "what's"),
+        ("don't", "don't"),
+        # a capitalised table key cannot match after lowercasing ("Im" -> "im", as officially)
+        ("Im", "im"),
+        # '!' touches no space -> replaced by a space -> "yes " -> split/join -> "yes"
+        ("yes!", "yes"),
+        # digit,digit comma anywhere: every punctuation mark is deleted, not spaced
+        ("1,000", "1000"),
+        ("1,000 dogs!", "1000 dogs"),
+        # ", " touches a space -> comma deleted; "a" article dropped
+        ("a red, car", "red car"),
+        # comma touching no space and no digit,digit -> becomes a space
+        ("red,car", "red car"),
+        ("t-shirt", "t shirt"),
+        ("(red)", "red"),
+        # ':' is not in the 2021 punctuation list and "%" never was
+        ("it's 3:00", "it's 3:00"),
+        ("50%", "50%"),
+        # newline and tab become spaces, ends are stripped
+        ("\tno\n", "no"),
+        ("an apple", "apple"),
+        ("black and white", "black and white"),
+    ],
+)
 def test_normalize_answer(raw, expected):
     assert normalize_answer(raw) == expected
 
@@ -65,8 +69,9 @@ def test_contraction_table_is_the_official_one():
     assert CONTRACTIONS["somebody'd"] == "somebodyd"  # the official table's own oddity
 
 
-@pytest.mark.parametrize("k, expected", [(0, 0.0), (1, 0.3), (2, 0.6), (3, 0.9),
-                                         (4, 1.0), (5, 1.0), (9, 1.0), (10, 1.0)])
+@pytest.mark.parametrize(
+    "k, expected", [(0, 0.0), (1, 0.3), (2, 0.6), (3, 0.9), (4, 1.0), (5, 1.0), (9, 1.0), (10, 1.0)]
+)
 def test_leave_one_out_equals_min_1_point3k(k, expected):
     # k matching humans of 10: [k*min(1,(k-1)/3) + (10-k)*min(1,k/3)] / 10
     humans = ["yes"] * k + ["no"] * (10 - k)
@@ -122,7 +127,7 @@ def test_summarize():
         {"accuracy": 0.6, "answer_type": "number", "question_type": "how many"},
     ]
     assert summarize(records) == {
-        "accuracy": 63.33,                       # 100 * 1.9 / 3 = 63.333...
+        "accuracy": 63.33,  # 100 * 1.9 / 3 = 63.333...
         "per_answer_type": {"number": 60.0, "yes/no": 65.0},
         "per_question_type": {"how many": 60.0, "is the": 65.0},
         "count": 3,

@@ -1,4 +1,5 @@
 """The VQA model on tiny configs: shapes, normalisation, attention, loss, padding, overfitting."""
+
 import math
 
 import pytest
@@ -13,8 +14,18 @@ B, T, D, K, V = 3, 5, 12, 7, 20
 
 def tiny(**overrides) -> VQANet:
     torch.manual_seed(0)
-    config = VQAConfig(question_vocab_size=V, num_answers=K, encoder_dim=D, grid=[2, 3], position_dim=4,
-                       embed_dim=8, hidden_dim=10, attention_dim=9, classifier_dim=16, dropout=0.0)
+    config = VQAConfig(
+        question_vocab_size=V,
+        num_answers=K,
+        encoder_dim=D,
+        grid=[2, 3],
+        position_dim=4,
+        embed_dim=8,
+        hidden_dim=10,
+        attention_dim=9,
+        classifier_dim=16,
+        dropout=0.0,
+    )
     for name, value in overrides.items():
         setattr(config, name, value)
     return VQANet(config).eval()
@@ -22,8 +33,8 @@ def tiny(**overrides) -> VQANet:
 
 def batch(b: int = B, t: int = T):
     torch.manual_seed(1)
-    features = torch.randn(b, 6, D) * 5                               # (B, P, D), P = 2 x 3
-    questions = torch.randint(4, V, (b, t))                           # (B, T), no padding
+    features = torch.randn(b, 6, D) * 5  # (B, P, D), P = 2 x 3
+    questions = torch.randint(4, V, (b, t))  # (B, T), no padding
     return features, questions
 
 
@@ -39,7 +50,7 @@ def test_shapes(glimpses, evidence_on, layers):
 def test_image_regions_are_l2_normalised_then_positioned():
     net = tiny()
     features, _ = batch()
-    image = net.image(features)                                       # (B, P, D + C)
+    image = net.image(features)  # (B, P, D + C)
     assert image.shape == (B, 6, D + 4)
     assert torch.allclose(image[..., :D].norm(dim=-1), torch.ones(B, 6), atol=1e-5)
     # The position part is the same for every image and differs between cells.
@@ -62,7 +73,7 @@ def test_attention_sums_to_one_per_glimpse():
 def test_evidence_by_hand():
     scores = torch.tensor([[[0.0, 0.0, 0.0, 0.0], [4.0, 0.0, 0.0, 0.0]]])  # (B=1, G=2, P=4)
     peak, share = evidence(scores).view(2, 2)
-    assert peak[0].item() == pytest.approx(0.0, abs=1e-6)              # flat scores: no peak
+    assert peak[0].item() == pytest.approx(0.0, abs=1e-6)  # flat scores: no peak
     assert peak[1].item() == pytest.approx(math.log((math.exp(4) + 3) / 4))
     assert share[0].item() == pytest.approx(0.5)
     assert share[1].item() == pytest.approx((1 / (1 + math.exp(-4)) + 1.5) / 4)
@@ -86,7 +97,7 @@ def test_soft_score_loss_by_hand():
 def test_padding_does_not_change_the_answer():
     net = tiny()
     features, questions = batch()
-    questions[1, 3:] = 0                                              # question 1 has 3 words
+    questions[1, 3:] = 0  # question 1 has 3 words
     logits, attention = net(features, questions)
     padded = torch.cat([questions, torch.zeros(B, 6, dtype=torch.long)], 1)  # (B, T + 6)
     logits2, attention2 = net(features, padded)
@@ -98,9 +109,14 @@ def test_padding_does_not_change_the_answer():
 
 
 def test_collate_pads_densifies_and_indexes_images():
-    items = [(torch.zeros(6, D, dtype=torch.float16), [torch.tensor([5, 6, 7])], [[[2, 1.0]]]),
-             (torch.ones(6, D, dtype=torch.float16), [torch.tensor([8]), torch.tensor([9, 10])],
-              [[[0, 0.3], [4, 0.6]], [[1, 1.0]]])]
+    items = [
+        (torch.zeros(6, D, dtype=torch.float16), [torch.tensor([5, 6, 7])], [[[2, 1.0]]]),
+        (
+            torch.ones(6, D, dtype=torch.float16),
+            [torch.tensor([8]), torch.tensor([9, 10])],
+            [[[0, 0.3], [4, 0.6]], [[1, 1.0]]],
+        ),
+    ]
     features, questions, image_index, targets = collate(items, K)
     assert features.shape == (2, 6, D)
     assert questions.tolist() == [[5, 6, 7], [8, 0, 0], [9, 10, 0]]
@@ -117,8 +133,8 @@ def test_shared_images_give_the_same_answers_as_repeated_images():
     net = tiny()
     features, questions = batch()
     image_index = torch.tensor([1, 0, 1])
-    shared, attention = net(features[:2], questions, image_index)     # 2 images, 3 questions
-    repeated, attention2 = net(features[image_index], questions)      # 3 copies
+    shared, attention = net(features[:2], questions, image_index)  # 2 images, 3 questions
+    repeated, attention2 = net(features[image_index], questions)  # 3 copies
     assert torch.allclose(shared, repeated, atol=1e-5)
     assert torch.allclose(attention, attention2, atol=1e-6)
 
@@ -127,9 +143,9 @@ def test_tiny_model_overfits_a_handful_of_examples():
     torch.manual_seed(0)
     net = tiny(glimpses=2)
     net.train()
-    features = torch.randn(8, 6, D)                                   # (N, P, D)
-    questions = torch.randint(4, V, (8, 4))                           # (N, T)
-    questions[::2, 2:] = 0                                            # some shorter questions
+    features = torch.randn(8, 6, D)  # (N, P, D)
+    questions = torch.randint(4, V, (8, 4))  # (N, T)
+    questions[::2, 2:] = 0  # some shorter questions
     answers = torch.arange(8) % K
     targets = F.one_hot(answers, K).float()
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)

@@ -1,9 +1,9 @@
 """The VQA pipeline end to end on a fixture in the official VQA v2 formats, and `attend ask`
 on the shipped scenes model."""
+
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -30,43 +30,80 @@ def _write_split(root: Path, subtype: str, n_images: int, annotated: bool, start
     for image_id in range(1, n_images + 1):
         colour = names[image_id % len(names)]
         Image.new("RGB", (40, 30), COLOURS[colour]).save(folder / f"COCO_{subtype}_{image_id:012d}.jpg")
-        for text, answer, qtype, atype in [("What color is the picture?", colour, "what color is the", "other"),
-                                           ("Is the picture red?", "yes" if colour == "red" else "no", "is the",
-                                            "yes/no")]:
+        for text, answer, qtype, atype in [
+            ("What color is the picture?", colour, "what color is the", "other"),
+            ("Is the picture red?", "yes" if colour == "red" else "no", "is the", "yes/no"),
+        ]:
             questions.append({"image_id": image_id, "question": text, "question_id": qid})
             human = [answer] * 8 + ["maybe", "dunno"]  # 8 agree: a soft score of 1
-            annotations.append({"question_type": qtype, "multiple_choice_answer": answer,
-                                "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": i + 1}
-                                            for i, a in enumerate(human)],
-                                "image_id": image_id, "answer_type": atype, "question_id": qid})
+            annotations.append(
+                {
+                    "question_type": qtype,
+                    "multiple_choice_answer": answer,
+                    "answers": [
+                        {"answer": a, "answer_confidence": "yes", "answer_id": i + 1} for i, a in enumerate(human)
+                    ],
+                    "image_id": image_id,
+                    "answer_type": atype,
+                    "question_id": qid,
+                }
+            )
             qid += 1
     info = {"description": "fixture", "version": "2.0", "year": 2017}
     licence = {"name": "fixture", "url": ""}
     q_path = root / f"v2_OpenEnded_mscoco_{subtype}_questions.json"
-    q_path.write_text(json.dumps({"info": info, "task_type": "Open-Ended", "data_type": "mscoco",
-                                  "license": licence, "data_subtype": subtype, "questions": questions}))
+    q_path.write_text(
+        json.dumps(
+            {
+                "info": info,
+                "task_type": "Open-Ended",
+                "data_type": "mscoco",
+                "license": licence,
+                "data_subtype": subtype,
+                "questions": questions,
+            }
+        )
+    )
     a_path = None
     if annotated:
         a_path = root / f"v2_mscoco_{subtype}_annotations.json"
-        a_path.write_text(json.dumps({"info": info, "license": licence, "data_type": "mscoco",
-                                      "data_subtype": subtype, "annotations": annotations}))
+        a_path.write_text(
+            json.dumps(
+                {
+                    "info": info,
+                    "license": licence,
+                    "data_type": "mscoco",
+                    "data_subtype": subtype,
+                    "annotations": annotations,
+                }
+            )
+        )
     return q_path, a_path, folder
 
 
 def test_vqa_v2_prepare_features_train_evaluate(tmp_path):
     raw, data = tmp_path / "raw", tmp_path / "data"
-    splits = {"train": _write_split(raw, "train2014", 9, True, 100),
-              "val": _write_split(raw, "val2014", 3, True, 500),
-              "test": _write_split(raw, "test2015", 3, False, 900)}
+    splits = {
+        "train": _write_split(raw, "train2014", 9, True, 100),
+        "val": _write_split(raw, "val2014", 3, True, 500),
+        "test": _write_split(raw, "test2015", 3, False, 900),
+    }
     summary = prepare_vqa(data, splits, top_k=10)
     assert summary["questions"] == {"train": 18, "val": 6, "test": 6}
-    encoder = EncoderConfig(image_size=64)                            # a 2x2 grid: fast
+    encoder = EncoderConfig(image_size=64)  # a 2x2 grid: fast
     write_features(data, encoder, batch_size=8, workers=0, compile=False, progress=False, log=lambda m: None)
 
     run = tmp_path / "run"
-    result = train_vqa(data, run, {"hidden_dim": 16, "embed_dim": 8, "attention_dim": 8, "classifier_dim": 16},
-                       TrainConfig(out_dir=str(run), epochs=1, batch_size=8, warmup_steps=1),
-                       encoder=encoder, device="cpu", export=tmp_path / "small.pt", log=lambda m: None)
+    train_vqa(
+        data,
+        run,
+        {"hidden_dim": 16, "embed_dim": 8, "attention_dim": 8, "classifier_dim": 16},
+        TrainConfig(out_dir=str(run), epochs=1, batch_size=8, warmup_steps=1),
+        encoder=encoder,
+        device="cpu",
+        export=tmp_path / "small.pt",
+        log=lambda m: None,
+    )
     assert (run / "best.pt").exists() and (run / "metrics.jsonl").exists() and (run / "metrics.png").exists()
     net, vocab, answers, enc, state = load_vqa(tmp_path / "small.pt")
     assert state["kind"] == "vqa" and state["metric"] == "vqa" and enc == encoder
@@ -128,15 +165,20 @@ def test_ask_answers_scene_questions(scene, capsys):
         assert set(result) >= {"answer", "top_k", "attention", "grid", "unknown_words", "question_tokens"}
         assert len(result["top_k"]) == 2 and result["top_k"][0][0] == result["answer"]
         h, w = result["grid"]
-        assert len(result["attention"]) == 2 and len(result["attention"][0]) == h and len(result["attention"][0][0]) == w
+        assert (
+            len(result["attention"]) == 2 and len(result["attention"][0]) == h and len(result["attention"][0][0]) == w
+        )
         assert sum(map(sum, result["attention"][0])) == pytest.approx(1, abs=1e-2)
         right += result["answer"] == answer
     # The rest through the batch form, with a bad line, a bad question and a bad image mixed in.
     folder, _ = scene
     lines = [json.dumps({"image": img, "question": q}) for img, q, _ in picked[2:]]
-    lines += ["not json", json.dumps({"image": picked[0][0], "question": "   "}),
-              json.dumps({"image": str(folder / "missing.png"), "question": "what colour is the circle?"}),
-              json.dumps({"image": picked[0][0], "question": "what coulour is the blob"})]
+    lines += [
+        "not json",
+        json.dumps({"image": picked[0][0], "question": "   "}),
+        json.dumps({"image": str(folder / "missing.png"), "question": "what colour is the circle?"}),
+        json.dumps({"image": picked[0][0], "question": "what coulour is the blob"}),
+    ]
     jsonl = folder / "questions.jsonl"
     jsonl.write_text("\n".join(lines) + "\n")
     code, out, _ = _run(capsys, "ask", "--questions", str(jsonl))
@@ -152,11 +194,14 @@ def test_ask_answers_scene_questions(scene, capsys):
 
 
 @needs_shipped
-@pytest.mark.parametrize("question, message", [
-    ("", "empty question"),
-    ("florp zzyzx?", "unknown words: florp, zzyzx"),
-    ("is " * 50, "too long"),
-])
+@pytest.mark.parametrize(
+    "question, message",
+    [
+        ("", "empty question"),
+        ("florp zzyzx?", "unknown words: florp, zzyzx"),
+        ("is " * 50, "too long"),
+    ],
+)
 def test_ask_refuses_bad_questions(scene, capsys, question, message):
     _, picked = scene
     code, out, err = _run(capsys, "ask", picked[0][0], question)

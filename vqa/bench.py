@@ -5,6 +5,7 @@ answer sizes of VQA v2: ~10k words, 3,000 answers) and a shipped model. For each
 question on an image already encoded, one question including the image's encoding, and
 answers per second over a batch of questions (pre-encoded, and with their images encoded).
 """
+
 from __future__ import annotations
 
 import io
@@ -38,12 +39,14 @@ def _images(n: int, size: int = 224) -> list[bytes]:
 def _measure(answerer: Answerer, batch: int, repeats: int) -> dict:
     tokens = tokenize(QUESTION)  # unknown words become <unk>: the cost is the same
     images = _images(batch)
-    one = answerer.encode(images[:1])                                    # (1, P, D)
-    many = answerer.encode(images)                                       # (N, P, D)
+    one = answerer.encode(images[:1])  # (1, P, D)
+    many = answerer.encode(images)  # (N, P, D)
     encoded_1 = timed(lambda: answerer.answer_features(one, [tokens]), repeats=10 * repeats)
     full_1 = timed(lambda: answerer.answer_features(answerer.encode(images[:1]), [tokens]), repeats=repeats)
     encoded_n = timed(lambda: answerer.answer_features(many, [tokens] * batch), repeats=repeats)
-    full_n = timed(lambda: answerer.answer_features(answerer.encode(images), [tokens] * batch), repeats=max(1, repeats // 2))
+    full_n = timed(
+        lambda: answerer.answer_features(answerer.encode(images), [tokens] * batch), repeats=max(1, repeats // 2)
+    )
     return {
         "latency_ms_encoded": round(1000 * encoded_1, 2),
         "latency_ms_with_encoding": round(1000 * full_1, 2),
@@ -63,10 +66,16 @@ def bench_vqa(checkpoint: str | None = "scenes", batch: int = 64, repeats: int =
     words = list(dict.fromkeys(tokenize(QUESTION)))
     vocab = Vocab([*SPECIALS, *words, *(f"w{i}" for i in range(RANDOM_VOCAB - len(SPECIALS) - len(words)))])
     random = Answerer(net, vocab, [f"a{i}" for i in range(RANDOM_ANSWERS)], encoder, {}, torch.device("cpu"))
-    results = {"bench": "vqa", "device": "cpu", "threads": torch.get_num_threads(), "question": QUESTION,
-               "random_default": {"config": "VQAConfig defaults, "
-                                            f"{RANDOM_VOCAB} words, {RANDOM_ANSWERS} answers",
-                                  **_measure(random, batch, repeats)}}
+    results = {
+        "bench": "vqa",
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+        "question": QUESTION,
+        "random_default": {
+            "config": f"VQAConfig defaults, {RANDOM_VOCAB} words, {RANDOM_ANSWERS} answers",
+            **_measure(random, batch, repeats),
+        },
+    }
     if checkpoint:
         shipped = Answerer.load(checkpoint)
         results["shipped"] = {"checkpoint": str(checkpoint), **_measure(shipped, batch, repeats)}

@@ -3,6 +3,7 @@
 ``load_vqa("scenes")``, ``load_vqa("easy-vqa")`` or a path gives the network, its question
 vocabulary, its answer list and the encoder settings it was trained on.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

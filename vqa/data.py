@@ -7,6 +7,7 @@ the question, so a batch computes it once per image rather than once per questio
 ids (T,), ...], [targets [[answer, score], ...], ...]); ``collate`` pads the questions with
 0, densifies the targets to (B, K) and says which image each question is about.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -42,13 +43,17 @@ class VQAExamples(Dataset):
             if r["image"] in cache and (r["targets"] or not training):
                 by_image[r["image"]].append(r)
         if not by_image:
-            raise AttendError("no question has its image in the feature cache"
-                              + (" and a training target" if training else "") + " (run `attend features`)")
+            raise AttendError(
+                "no question has its image in the feature cache"
+                + (" and a training target" if training else "")
+                + " (run `attend features`)"
+            )
         self.images = list(by_image)
         self.groups = [by_image[key] for key in self.images]
         self.records = [r for group in self.groups for r in group]
-        self.ids = [[torch.tensor(question_ids(r["tokens"], vocab), dtype=torch.long) for r in group]
-                    for group in self.groups]
+        self.ids = [
+            [torch.tensor(question_ids(r["tokens"], vocab), dtype=torch.long) for r in group] for group in self.groups
+        ]
 
     def __len__(self) -> int:
         return len(self.images)
@@ -65,7 +70,7 @@ class VQAExamples(Dataset):
 def pad_questions(ids: list[torch.Tensor]) -> torch.Tensor:
     """Question id tensors -> (B, T) padded with 0; an empty question is one pad token."""
     longest = max(1, max(len(q) for q in ids))
-    questions = torch.zeros(len(ids), longest, dtype=torch.long)         # (B, T)
+    questions = torch.zeros(len(ids), longest, dtype=torch.long)  # (B, T)
     for i, q in enumerate(ids):
         questions[i, : len(q)] = q
     return questions
@@ -75,13 +80,13 @@ def collate(batch, num_answers: int | None):
     """Images with their questions -> features (N, P, D) float16, questions (B, T),
     image_index (B,) (the row of ``features`` each question is about), targets (B, K)
     float32 (None when ``num_answers`` is None: answering needs no targets)."""
-    features = torch.stack([f for f, _, _ in batch])                      # (N, P, D)
+    features = torch.stack([f for f, _, _ in batch])  # (N, P, D)
     ids = [q for _, qs, _ in batch for q in qs]
-    questions = pad_questions(ids)                                        # (B, T)
+    questions = pad_questions(ids)  # (B, T)
     image_index = torch.tensor([n for n, (_, qs, _) in enumerate(batch) for _ in qs])  # (B,)
     if num_answers is None:
         return features, questions, image_index, None
-    targets = torch.zeros(len(ids), num_answers)                          # (B, K)
+    targets = torch.zeros(len(ids), num_answers)  # (B, K)
     pairs = [t for _, _, ts in batch for t in ts]
     for i, question_targets in enumerate(pairs):
         for k, score in question_targets:

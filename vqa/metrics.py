@@ -1,9 +1,10 @@
 """VQA evaluation: per-question accuracy (official, ``core.answers``) summarised as the
 official evaluation reports it."""
+
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from core.answers import exact_match, normalize_answer, soft_scores, vqa_accuracy  # noqa: F401 (the metric)
 from core.errors import AttendError

@@ -18,6 +18,7 @@ Kazemi's attention is a 1x1 convolution on the concatenation [image; tiled quest
 LSTM runs on packed sequences, so padding never reaches it: a question's answer does not
 depend on how much padding its batch needed.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,18 +41,18 @@ class VQAConfig:
     num_answers: int
     encoder_dim: int = 1280
     grid: list[int] = field(default_factory=lambda: [7, 7])  # (h, w) the model was trained on
-    position_dim: int = 32      # C: learned map of each cell's (x, y), concatenated; 0 = none
+    position_dim: int = 32  # C: learned map of each cell's (x, y), concatenated; 0 = none
     # Sizes are Kazemi's halved or quartered (E 300, H 1024, A 512, F 1024 there) so that an
     # epoch of the shipped sets takes about a minute on 2 CPU cores; the LSTM dominated the
     # step time at H 512 (measured with the profiler). For VQA v2, raise them with --set.
-    embed_dim: int = 128        # E
-    hidden_dim: int = 256       # H: the question vector
-    attention_dim: int = 256    # A
-    glimpses: int = 2           # G (Kazemi: 2)
-    classifier_dim: int = 512   # F
+    embed_dim: int = 128  # E
+    hidden_dim: int = 256  # H: the question vector
+    attention_dim: int = 256  # A
+    glimpses: int = 2  # G (Kazemi: 2)
+    classifier_dim: int = 512  # F
     classifier_layers: int = 1  # hidden layers of the answer MLP (Kazemi: 1)
-    evidence: bool = True       # also give the classifier each glimpse's match strength (2 G numbers)
-    dropout: float = 0.3        # Kazemi: 0.5 on VQA v2; the synthetic sets need less
+    evidence: bool = True  # also give the classifier each glimpse's match strength (2 G numbers)
+    dropout: float = 0.3  # Kazemi: 0.5 on VQA v2; the synthetic sets need less
 
 
 class VQANet(nn.Module):
@@ -74,24 +75,29 @@ class VQANet(nn.Module):
         joint_dim = c.glimpses * image_dim + c.hidden_dim + (2 * c.glimpses if c.evidence else 0)
         layers: list[nn.Module] = []
         for n in range(c.classifier_layers):
-            layers += [nn.Dropout(c.dropout), nn.Linear(joint_dim if n == 0 else c.classifier_dim, c.classifier_dim),
-                       nn.ReLU()]
-        layers += [nn.Dropout(c.dropout), nn.Linear(c.classifier_dim if c.classifier_layers else joint_dim,
-                                                    c.num_answers)]
+            layers += [
+                nn.Dropout(c.dropout),
+                nn.Linear(joint_dim if n == 0 else c.classifier_dim, c.classifier_dim),
+                nn.ReLU(),
+            ]
+        layers += [
+            nn.Dropout(c.dropout),
+            nn.Linear(c.classifier_dim if c.classifier_layers else joint_dim, c.num_answers),
+        ]
         self.classifier = nn.Sequential(*layers)
         self.dropout = nn.Dropout(c.dropout)
 
     def image(self, features: torch.Tensor) -> torch.Tensor:
         """The grid (B, P, D) -> L2-normalised regions with their position (B, P, D + C)."""
         # Kazemi: normalising each location's vector is what made the simple model work.
-        features = F.normalize(features.float(), dim=-1)                  # (B, P, D)
+        features = F.normalize(features.float(), dim=-1)  # (B, P, D)
         if self.config.position_dim:
             h, w = self.config.grid
             if features.shape[1] != h * w:
                 raise ValueError(f"grid has {features.shape[1]} cells, the model was built for {h}x{w}")
             coords = coordinate_features(h, w, POSITION_BANDS, device=features.device)  # (P, 16)
-            position = self.position(coords).expand(features.shape[0], -1, -1)         # (B, P, C)
-            features = torch.cat([features, position], dim=-1)           # (B, P, D + C)
+            position = self.position(coords).expand(features.shape[0], -1, -1)  # (B, P, C)
+            features = torch.cat([features, position], dim=-1)  # (B, P, D + C)
         return features
 
     def question(self, questions: torch.Tensor) -> torch.Tensor:
@@ -101,35 +107,36 @@ class VQANet(nn.Module):
         ("how many objects are there?"), and the LSTM is the costliest part of a CPU step.
         """
         distinct, inverse = torch.unique(questions, dim=0, return_inverse=True)  # (U, T), (B,)
-        lengths = (distinct != PAD_ID).sum(1).clamp(min=1)                # (U,)
-        embedded = torch.tanh(self.embedding(distinct))                   # (U, T, E)
+        lengths = (distinct != PAD_ID).sum(1).clamp(min=1)  # (U,)
+        embedded = torch.tanh(self.embedding(distinct))  # (U, T, E)
         packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, (h_n, _) = self.lstm(packed)                                   # h_n (1, U, H), input order
-        return h_n[-1][inverse]                                           # (B, H)
+        _, (h_n, _) = self.lstm(packed)  # h_n (1, U, H), input order
+        return h_n[-1][inverse]  # (B, H)
 
     def attend(self, projected: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         """Projected regions (B, P, A) and question (B, H) -> attention logits (B, G, P)."""
-        joint = F.relu(projected + self.question_proj(q).unsqueeze(1))   # (B, P, A)
-        return self.glimpse_logits(joint).transpose(1, 2)                 # (B, G, P)
+        joint = F.relu(projected + self.question_proj(q).unsqueeze(1))  # (B, P, A)
+        return self.glimpse_logits(joint).transpose(1, 2)  # (B, G, P)
 
-    def forward(self, features: torch.Tensor, questions: torch.Tensor,
-                image_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, features: torch.Tensor, questions: torch.Tensor, image_index: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """features (N, P, D), questions (B, T); ``image_index`` (B,) names each question's
         image (default: question b is about image b, N = B). The image side is computed
         once per image however many questions it has."""
-        image = self.image(features)                                      # (N, P, D + C)
-        projected = self.image_proj(self.dropout(image))                  # (N, P, A)
+        image = self.image(features)  # (N, P, D + C)
+        projected = self.image_proj(self.dropout(image))  # (N, P, A)
         if image_index is not None:
             image, projected = image[image_index], projected[image_index]  # (B, P, D + C), (B, P, A)
-        q = self.question(questions)                                      # (B, H)
-        scores = self.attend(projected, q)                                # (B, G, P)
-        attention = torch.softmax(scores, dim=-1)                         # (B, G, P), sums to 1 per glimpse
-        glimpses = torch.bmm(attention, image)                            # (B, G, D + C)
-        parts = [glimpses.flatten(1), q]                                  # (B, G * (D + C)), (B, H)
+        q = self.question(questions)  # (B, H)
+        scores = self.attend(projected, q)  # (B, G, P)
+        attention = torch.softmax(scores, dim=-1)  # (B, G, P), sums to 1 per glimpse
+        glimpses = torch.bmm(attention, image)  # (B, G, D + C)
+        parts = [glimpses.flatten(1), q]  # (B, G * (D + C)), (B, H)
         if self.config.evidence:
-            parts.append(evidence(scores))                                # (B, 2G)
-        joint = torch.cat(parts, dim=1)                                   # (B, G * (D + C) + H [+ 2G])
-        return self.classifier(joint), attention                          # (B, K), (B, G, P)
+            parts.append(evidence(scores))  # (B, 2G)
+        joint = torch.cat(parts, dim=1)  # (B, G * (D + C) + H [+ 2G])
+        return self.classifier(joint), attention  # (B, K), (B, G, P)
 
 
 def evidence(scores: torch.Tensor) -> torch.Tensor:
@@ -142,9 +149,9 @@ def evidence(scores: torch.Tensor) -> torch.Tensor:
     maximum, 0 for flat scores) and the mean sigmoid (the matching share of the grid).
     """
     P = scores.shape[-1]
-    peak = torch.logsumexp(scores, dim=-1) - math.log(P)                  # (B, G)
-    share = torch.sigmoid(scores).mean(-1)                                # (B, G)
-    return torch.cat([peak, share], dim=1)                                # (B, 2G)
+    peak = torch.logsumexp(scores, dim=-1) - math.log(P)  # (B, G)
+    share = torch.sigmoid(scores).mean(-1)  # (B, G)
+    return torch.cat([peak, share], dim=1)  # (B, 2G)
 
 
 def soft_score_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -155,7 +162,7 @@ def soft_score_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     answers). Rows that sum to 0 (no kept answer scores) are never passed in: the data
     set drops them. With one-hot targets this is exactly the cross-entropy.
     """
-    weights = targets / targets.sum(1, keepdim=True)                     # (B, K)
+    weights = targets / targets.sum(1, keepdim=True)  # (B, K)
     return -(weights * torch.log_softmax(logits.float(), dim=1)).sum(1).mean()
 
 

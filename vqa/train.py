@@ -5,6 +5,7 @@ log and plot come from there. Evaluation answers every question of a split, scor
 with the official VQA accuracy (10 human answers) or exact match (one answer, easy-VQA),
 and writes the answers in the official results format ``[{question_id, answer}]``.
 """
+
 from __future__ import annotations
 
 import time
@@ -15,11 +16,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from core import distributed
+from core.checkpoint import export_checkpoint
 from core.encoder import EncoderConfig
 from core.errors import AttendError
 from core.features import FeatureCache
 from core.prepared import VQA, atomic_write_json, split_records
-from core.checkpoint import export_checkpoint
 from core.training import TrainConfig, fit
 from core.vocab import Vocab
 
@@ -32,9 +33,11 @@ METRICS = ("vqa", "exact")  # how a data set's answers are scored: 10 humans, or
 
 # ---------------------------------------------------------------- answering a split
 
+
 @torch.inference_mode()
-def predict(net: VQANet, examples: VQAExamples, batch_size: int = 64,
-            device: str | torch.device = "cpu") -> torch.Tensor:
+def predict(
+    net: VQANet, examples: VQAExamples, batch_size: int = 64, device: str | torch.device = "cpu"
+) -> torch.Tensor:
     """The index of the best answer for every question of ``examples.records``, in order.
 
     ``batch_size`` counts images (each with all its questions)."""
@@ -56,8 +59,16 @@ def score(prediction: str, record: dict, metric: str) -> float | None:
     return vqa_accuracy(prediction, record["answers"])
 
 
-def answer_split(net: VQANet, cache: FeatureCache, records: list[dict], vocab: Vocab, answers: list[str],
-                 metric: str, batch_size: int = 64, device="cpu") -> tuple[dict | None, list[dict]]:
+def answer_split(
+    net: VQANet,
+    cache: FeatureCache,
+    records: list[dict],
+    vocab: Vocab,
+    answers: list[str],
+    metric: str,
+    batch_size: int = 64,
+    device="cpu",
+) -> tuple[dict | None, list[dict]]:
     """Answer the records whose image is cached -> (summary or None when nothing is scorable, answered).
 
     Answers are strings from the model's own answer list, so a checkpoint can be scored on
@@ -68,14 +79,21 @@ def answer_split(net: VQANet, cache: FeatureCache, records: list[dict], vocab: V
     answered = []
     for r, k in zip(examples.records, best.tolist()):
         answer = answers[k]
-        answered.append({"question_id": r["question_id"], "answer": answer,
-                         "accuracy": score(answer, r, metric),
-                         "answer_type": r["answer_type"], "question_type": r["question_type"]})
+        answered.append(
+            {
+                "question_id": r["question_id"],
+                "answer": answer,
+                "accuracy": score(answer, r, metric),
+                "answer_type": r["answer_type"],
+                "question_type": r["question_type"],
+            }
+        )
     scored = [a for a in answered if a["accuracy"] is not None]
     return (summarize(scored) if scored else None), answered
 
 
 # ---------------------------------------------------------------- training
+
 
 def _metric(prepared: dict) -> str:
     metric = prepared.get("metric", "vqa")
@@ -84,9 +102,18 @@ def _metric(prepared: dict) -> str:
     return metric
 
 
-def train_vqa(data_dir: str | Path, out_dir: str | Path, model_overrides: dict, train: TrainConfig,
-              encoder: EncoderConfig | None = None, val_split: str = "val", val_limit: int = 5000,
-              device: str | None = None, export: str | Path | None = None, log=print) -> dict:
+def train_vqa(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    model_overrides: dict,
+    train: TrainConfig,
+    encoder: EncoderConfig | None = None,
+    val_split: str = "val",
+    val_limit: int = 5000,
+    device: str | None = None,
+    export: str | Path | None = None,
+    log=print,
+) -> dict:
     """Train on cached features, selecting ``best.pt`` on validation accuracy.
 
     Args:
@@ -105,10 +132,16 @@ def train_vqa(data_dir: str | Path, out_dir: str | Path, model_overrides: dict, 
     known = {f.name for f in fields(VQAConfig)}
     unknown = set(model_overrides) - known
     if unknown:
-        raise AttendError(f"unknown model option(s): {', '.join(sorted(unknown))} "
-                          f"(known: {', '.join(sorted(known))})")
-    config = VQAConfig(**{"question_vocab_size": len(vocab), "num_answers": len(answers),
-                          "encoder_dim": cache.dim, "grid": list(cache.grid), **model_overrides})
+        raise AttendError(f"unknown model option(s): {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+    config = VQAConfig(
+        **{
+            "question_vocab_size": len(vocab),
+            "num_answers": len(answers),
+            "encoder_dim": cache.dim,
+            "grid": list(cache.grid),
+            **model_overrides,
+        }
+    )
     model = VQANet(config)
     train_set = VQAExamples(train_records, cache, vocab, training=True)
     val_records = [r for r in val_records if r["answers"]][:val_limit]
@@ -117,7 +150,7 @@ def train_vqa(data_dir: str | Path, out_dir: str | Path, model_overrides: dict, 
 
     def loss_fn(net, batch, device):
         features, questions, image_index, targets = (t.to(device, non_blocking=True) for t in batch)
-        logits, _ = net(features.float(), questions, image_index)       # (B, K)
+        logits, _ = net(features.float(), questions, image_index)  # (B, K)
         loss = vqa_loss(logits, targets, metric)
         # The soft score of the argmax: the training accuracy, free of charge.
         hit = targets.gather(1, logits.argmax(1, keepdim=True)).clamp(max=1).mean()
@@ -127,12 +160,21 @@ def train_vqa(data_dir: str | Path, out_dir: str | Path, model_overrides: dict, 
         summary, _ = answer_split(net, cache, val_records, vocab, answers, metric, device=next(net.parameters()).device)
         return {"accuracy": summary["accuracy"], **{f"type_{k}": v for k, v in summary["per_question_type"].items()}}
 
-    extra = {"kind": KIND, "config": asdict(config), "question_vocab": vocab.to_dict(), "answers": answers,
-             "encoder": asdict(encoder), "metric": metric, "data": {"source": prepared.get("source", "")}}
+    extra = {
+        "kind": KIND,
+        "config": asdict(config),
+        "question_vocab": vocab.to_dict(),
+        "answers": answers,
+        "encoder": asdict(encoder),
+        "metric": metric,
+        "data": {"source": prepared.get("source", "")},
+    }
     ctx = distributed.init(device)
     try:
-        log(f"{train_set.questions} training questions on {len(train_set)} images, {len(val_records)} validation questions, "
-            f"{len(answers)} answers, metric {metric}")
+        log(
+            f"{train_set.questions} training questions on {len(train_set)} images, "
+            f"{len(val_records)} validation questions, {len(answers)} answers, metric {metric}"
+        )
         result = fit(model, train_set, Collate(len(answers)), loss_fn, evaluate, "accuracy", train, ctx, extra, log=log)
     finally:
         distributed.shutdown()
@@ -143,8 +185,15 @@ def train_vqa(data_dir: str | Path, out_dir: str | Path, model_overrides: dict, 
 
 # ---------------------------------------------------------------- evaluation
 
-def evaluate_vqa(checkpoint: str | Path, data_dir: str | Path, split: str = "test", out: str | Path | None = None,
-                 device: str | None = None, batch_size: int = 64) -> dict:
+
+def evaluate_vqa(
+    checkpoint: str | Path,
+    data_dir: str | Path,
+    split: str = "test",
+    out: str | Path | None = None,
+    device: str | None = None,
+    batch_size: int = 64,
+) -> dict:
     """Accuracy with per answer type / question type breakdown; writes metrics and the results file.
 
     Files in ``out``: ``metrics_SPLIT.json`` and ``vqa_SPLIT_results.json`` (``[{question_id,
@@ -158,10 +207,16 @@ def evaluate_vqa(checkpoint: str | Path, data_dir: str | Path, split: str = "tes
     cache = FeatureCache.for_data(data_dir, encoder)
     started = time.perf_counter()
     summary, answered = answer_split(net, cache, records, vocab, answers, metric, batch_size, device)
-    result = {"checkpoint": str(checkpoint), "data": str(data_dir), "split": split, "metric": metric,
-              "questions": len(records), "answered": len(answered),
-              "scored": summary["count"] if summary else 0,
-              "seconds": round(time.perf_counter() - started, 2)}
+    result = {
+        "checkpoint": str(checkpoint),
+        "data": str(data_dir),
+        "split": split,
+        "metric": metric,
+        "questions": len(records),
+        "answered": len(answered),
+        "scored": summary["count"] if summary else 0,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
     if summary:
         result.update({k: summary[k] for k in ("accuracy", "per_answer_type", "per_question_type")})
     else:
@@ -169,7 +224,9 @@ def evaluate_vqa(checkpoint: str | Path, data_dir: str | Path, split: str = "tes
     if out:
         out = Path(out)
         atomic_write_json(out / f"metrics_{split}.json", result, indent=2)
-        atomic_write_json(out / f"vqa_{split}_results.json",
-                          [{"question_id": a["question_id"], "answer": a["answer"]} for a in answered])
+        atomic_write_json(
+            out / f"vqa_{split}_results.json",
+            [{"question_id": a["question_id"], "answer": a["answer"]} for a in answered],
+        )
         result["results_file"] = str(out / f"vqa_{split}_results.json")
     return result

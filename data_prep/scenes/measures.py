@@ -10,11 +10,13 @@ are dicts as ``world`` describes them, read back from the instances file by ``sc
 * ``pointing_hits`` -- for each shape word, does the attention peak inside the named object?
 * ``score_scenes`` -- both over a set of scenes, with a breakdown of the errors.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -24,11 +26,19 @@ from core.vocab import tokenize
 
 from .world import Phrase, parse_caption_full, relation_holds
 
-ERROR_TYPES = ("unparsable", "wrong_colour", "wrong_shape", "wrong_size",
-               "missing_object", "extra_object", "wrong_relation")
+ERROR_TYPES = (
+    "unparsable",
+    "wrong_colour",
+    "wrong_shape",
+    "wrong_size",
+    "missing_object",
+    "extra_object",
+    "wrong_relation",
+)
 
 
 # ---------------------------------------------------------------------------- checking
+
 
 def _key(obj: Mapping) -> Phrase:
     return (obj["size"], obj["color"], obj["shape"])
@@ -95,16 +105,16 @@ def caption_correct(tokens: Sequence[str], objects: Sequence[Mapping]) -> bool:
             return False
         used.add(idx)
         match.append(idx)
-    return all(relation_holds(rel, objects[match[k]], objects[match[k + 1]])
-               for k, rel in enumerate(p.relations))
+    return all(relation_holds(rel, objects[match[k]], objects[match[k + 1]]) for k, rel in enumerate(p.relations))
 
 
 # ---------------------------------------------------------------------------- pointing
 
+
 def _grid(g: Any) -> np.ndarray:
     a = np.asarray(g, dtype=np.float64)
     if a.ndim == 1:
-        side = int(round(a.size ** 0.5))
+        side = int(round(a.size**0.5))
         if side * side != a.size:
             raise ValueError(f"attention of {a.size} values is not a square grid")
         a = a.reshape(side, side)
@@ -125,8 +135,12 @@ def point_in_object(grid: Any, obj: Mapping, image_size: int | tuple[int, int] =
     return (x - cw / 2 <= px <= x + bw + cw / 2) and (y - ch / 2 <= py <= y + bh + ch / 2)
 
 
-def pointing_hits(tokens: Sequence[str], attention_grids: Sequence[Any], objects: Sequence[Mapping],
-                  image_size: int | tuple[int, int] = 224) -> list[bool]:
+def pointing_hits(
+    tokens: Sequence[str],
+    attention_grids: Sequence[Any],
+    objects: Sequence[Mapping],
+    image_size: int | tuple[int, int] = 224,
+) -> list[bool]:
     """One bool per shape word of the caption: did the attention at that word point at the object?
 
     ``attention_grids[t]`` is the h x w attention used when emitting ``tokens[t]``. The object is
@@ -137,14 +151,14 @@ def pointing_hits(tokens: Sequence[str], attention_grids: Sequence[Any], objects
     hits = []
     for ph, t in zip(p.objects, p.shape_positions):
         if t >= len(attention_grids):
-            raise ValueError(f"no attention grid for token {t} ({len(attention_grids)} grids "
-                             f"for {len(tokens)} tokens)")
+            raise ValueError(f"no attention grid for token {t} ({len(attention_grids)} grids for {len(tokens)} tokens)")
         obj = keys.get(tuple(ph))
         hits.append(obj is not None and point_in_object(attention_grids[t], obj, image_size))
     return hits
 
 
 # ---------------------------------------------------------------------------- scoring
+
 
 def _as_id(k: Any) -> Any:
     try:
@@ -171,8 +185,12 @@ def _normalise_predictions(predictions: Any) -> dict:
     return out
 
 
-def score_scenes(predictions: Any, ground_truth: Mapping[Any, Sequence[Mapping]],
-                 image_size: int | tuple[int, int] = 224, max_examples: int = 50) -> dict:
+def score_scenes(
+    predictions: Any,
+    ground_truth: Mapping[Any, Sequence[Mapping]],
+    image_size: int | tuple[int, int] = 224,
+    max_examples: int = 50,
+) -> dict:
     """Object accuracy and pointing accuracy over scenes, with an error breakdown.
 
     ``predictions``: ``{image_id: tokens | caption str | {"tokens"|"caption", "attention"?}}`` or a
@@ -208,8 +226,14 @@ def score_scenes(predictions: Any, ground_truth: Mapping[Any, Sequence[Mapping]]
             for e in errs:
                 errors_total[e] += 1
             if len(examples) < max_examples:
-                examples.append({"image_id": image_id, "caption": " ".join(tokens), "errors": errs,
-                                 "objects": [" ".join(_key(o)) for o in objects]})
+                examples.append(
+                    {
+                        "image_id": image_id,
+                        "caption": " ".join(tokens),
+                        "errors": errs,
+                        "objects": [" ".join(_key(o)) for o in objects],
+                    }
+                )
         if attention is not None:
             h = pointing_hits(tokens, attention, objects, image_size)
             pointed_images += 1
@@ -220,10 +244,15 @@ def score_scenes(predictions: Any, ground_truth: Mapping[Any, Sequence[Mapping]]
     return {
         "object_accuracy": correct / n if n else 0.0,
         "pointing_accuracy": hits / shape_words if shape_words else None,
-        "counts": {"images": n, "correct": correct, "missing_predictions": missing,
-                   "pointing_images": pointed_images, "shape_words": shape_words,
-                   "pointing_hits": hits},
-        "errors": errors_scenes,          # scenes with at least one error of each kind
+        "counts": {
+            "images": n,
+            "correct": correct,
+            "missing_predictions": missing,
+            "pointing_images": pointed_images,
+            "shape_words": shape_words,
+            "pointing_hits": hits,
+        },
+        "errors": errors_scenes,  # scenes with at least one error of each kind
         "error_occurrences": errors_total,
         "by_object_count": {k: by_count[k] for k in sorted(by_count)},
         "examples": examples,
@@ -241,8 +270,8 @@ def _objects(data: Any, name: str | os.PathLike) -> dict[int, list[dict]]:
         out: dict[int, list[dict]] = {int(im["id"]): [] for im in data.get("images", [])}
         for a in sorted(data["annotations"], key=lambda a: a["id"]):
             out.setdefault(int(a["image_id"]), []).append(
-                {"shape": names[a["category_id"]], "color": a["color"], "size": a["size"],
-                 "bbox": list(a["bbox"])})
+                {"shape": names[a["category_id"]], "color": a["color"], "size": a["size"], "bbox": list(a["bbox"])}
+            )
     except (KeyError, TypeError) as e:
         raise AttendError(f"{name}: not a scenes instances file (missing {e})") from None
     return out

@@ -14,10 +14,11 @@ Captions are of one small grammar, written by ``describe`` and read by ``parse_c
 A relation is judged by box centres (``relation_holds``); the generator writes the one
 that holds along the axis where the two centres are further apart.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 SIZES = ("small", "large")
 COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
@@ -35,8 +36,10 @@ RELATIONS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("and",), "and"),
 )
 FILLERS: tuple[tuple[str, ...], ...] = (
-    ("there", "is"), ("there", "are"),
-    ("in", "the", "picture"), ("in", "the", "image"),
+    ("there", "is"),
+    ("there", "are"),
+    ("in", "the", "picture"),
+    ("in", "the", "image"),
 )
 _IGNORED = {"<start>", "<end>", "<pad>"}
 
@@ -44,6 +47,7 @@ Phrase = tuple  # (size | None, colour | None, shape)
 
 
 # ---------------------------------------------------------------------------- geometry
+
 
 def centre(obj: Mapping) -> tuple[float, float]:
     """The centre (x, y) of an object's box, in pixels."""
@@ -73,6 +77,7 @@ def relation_holds(relation: str | None, a: Mapping, b: Mapping) -> bool:
 
 # ---------------------------------------------------------------------------- writing captions
 
+
 def article(word: str) -> str:
     return "an" if word[:1] in "aeiou" else "a"
 
@@ -101,11 +106,15 @@ def describe(objects: Sequence[Mapping]) -> list[str]:
     ltr = left_to_right(objects)
     canonical = _chain(ltr, "left of")
     if len(ltr) == 1:
-        return [canonical, f"there is {canonical}", f"{canonical} in the picture",
-                f"there is {canonical} in the picture", f"in the picture there is {canonical}"]
+        return [
+            canonical,
+            f"there is {canonical}",
+            f"{canonical} in the picture",
+            f"there is {canonical} in the picture",
+            f"in the picture there is {canonical}",
+        ]
     rtl = _chain(ltr[::-1], "right of")
-    return [canonical, f"there is {canonical}", rtl,
-            _chain(ltr, "to the left of"), f"there is {rtl}"]
+    return [canonical, f"there is {canonical}", rtl, _chain(ltr, "to the left of"), f"there is {rtl}"]
 
 
 # ---------------------------------------------------------------------------- reading captions
@@ -115,20 +124,20 @@ def describe(objects: Sequence[Mapping]) -> list[str]:
 class ParsedCaption:
     objects: list[Phrase] = field(default_factory=list)
     relations: list[str | None] = field(default_factory=list)  # len(objects) - 1 entries
-    shape_positions: list[int] = field(default_factory=list)   # token index of each shape word
+    shape_positions: list[int] = field(default_factory=list)  # token index of each shape word
     ok: bool = True
     problems: list[str] = field(default_factory=list)
 
 
 def _match(tokens: Sequence[str], i: int, seq: Sequence[str]) -> bool:
-    return tuple(tokens[i:i + len(seq)]) == tuple(seq)
+    return tuple(tokens[i : i + len(seq)]) == tuple(seq)
 
 
 def parse_caption_full(tokens: Sequence[str]) -> ParsedCaption:
     """Parse a caption, keeping going past junk; ``ok`` is False when anything did not fit."""
     toks = [str(t) for t in tokens]
     out = ParsedCaption()
-    pending: str | None = None   # relation seen since the last phrase
+    pending: str | None = None  # relation seen since the last phrase
     seen_rel = False
     i, n = 0, len(toks)
 
@@ -168,10 +177,10 @@ def parse_caption_full(tokens: Sequence[str]) -> ParsedCaption:
             size = sizes[0] if len(sizes) == 1 else None
             colour = colours[0] if len(colours) == 1 else None
             if attrs != [a for a in (size, colour) if a is not None] or size is None or colour is None:
-                fail(f"phrase {' '.join(toks[i:j + 1])!r} is not 'size colour shape'")
+                fail(f"phrase {' '.join(toks[i : j + 1])!r} is not 'size colour shape'")
             if out.objects:
                 if not seen_rel:
-                    fail(f"no relation before {' '.join(toks[i:j + 1])!r}")
+                    fail(f"no relation before {' '.join(toks[i : j + 1])!r}")
                 out.relations.append(pending if seen_rel else None)
             elif seen_rel:
                 pass  # already reported
