@@ -308,10 +308,12 @@ class TrainingDecoder(AttentionDecoder):
             hs.append(h)
             zs.append(z)
             alphas.append(alpha)
+        # The output layers once over all steps, as one (N (T-1), .) matrix product each.
         h = torch.stack(hs, 1)  # (N, T-1, H)
-        if c.attention and c.deep_output:  # the output layers once over all steps
-            h = h + self.context_out(torch.stack(zs, 1))  # (N, T-1, H)
-        logits = self.fc(self.dropout(h))  # (N, T-1, V)
+        if c.attention and c.deep_output:
+            z = torch.stack(zs, 1)  # (N, T-1, D)
+            h = h + self.context_out(z.view(-1, z.shape[-1])).view(h.shape)  # (N, T-1, H)
+        logits = self.fc(self.dropout(h).view(-1, h.shape[-1])).view(*h.shape[:2], -1)  # (N, T-1, V)
         return logits, (torch.stack(alphas, 1) if c.attention else None)
 
 
