@@ -3,19 +3,27 @@
 One source for both sides: data preparation turns human answers into training targets
 (``soft_scores``), evaluation scores predictions (``vqa_accuracy``, ``exact_match``).
 
-The official code (2021 version, the one with ``'-'`` and ``'!'`` in its punctuation
-list) scores a predicted answer against the human answers of one question like this:
+This follows the *current* official code (commit of 2021-03-11, "Fixed processing answers
+bug"; its punctuation list has ``'-'`` and ``'!'`` and no ``':'`` or apostrophe). Copies
+of the 2015 code still circulate and score differently. For one question with N >= 2
+human answers it does this:
 
-1. The prediction: newlines and tabs become spaces, the ends are stripped, then
-   ``processPunctuation`` and ``processDigitArticle`` (see ``normalize_answer``).
-2. The human answers: **only if they are not all identical**, each one goes through
-   ``processPunctuation`` alone -- no lowercasing, no number words, no articles. (The
-   released VQA v2 answers were normalized when the data set was made, so in practice
-   this hardly matters; but it is what the official numbers are computed with, so it is
-   what ``vqa_accuracy`` does.)
+1. Clean: in the prediction and in every human answer, newlines and tabs become spaces
+   and the ends are stripped (``clean_answer``).
+2. **Only if the cleaned human answers are not all identical**: every human answer *and*
+   the prediction go through ``processPunctuation`` then ``processDigitArticle``
+   (together ``normalize_answer``: punctuation deleted or spaced, periods not before a
+   digit removed, lowercase, number words -> digits, no articles, contractions).
+   **If all N are identical, nothing more is done**: the cleaned prediction is compared
+   with the cleaned human answer as raw strings, so "Yes" or "yes." against ten "yes"
+   scores 0, and so does "two" against ten "2". (``prediction_form`` is the form a
+   prediction is compared in; it depends on the human answers.)
 3. For each of the N human answers, leave it out, count the other answers equal to the
    prediction (``matches``), score ``min(1, matches / 3)``; the accuracy is the mean
    over the N leave-one-out subsets.
+
+(The 2015 code instead always normalized the prediction fully and gave the human
+answers, when they differed, ``processPunctuation`` alone.)
 
 Why this equals ``min(1, 0.3 k)`` with N = 10 answers of which k match the prediction:
 leaving out one of the k matching answers leaves k - 1 matches (k such subsets);
@@ -31,11 +39,13 @@ leaving out one of the 10 - k others leaves k matches (10 - k subsets). So
 
 For k <= 3 the bracket is k(k-1)/3 + k(10-k)/3 = 9k/3, i.e. 0.3 k exactly; hence
 ``min(1, 0.3 k)``. (With another number of answers the leave-one-out mean is computed
-directly; with a single answer there is no leave-one-out subset, see ``vqa_accuracy``.)
+directly.) A single human answer has no leave-one-out subset -- the official code would
+always give 0 -- so it is scored as an exact match of the normalized strings instead,
+the metric of data sets with one ground-truth answer per question (easy-VQA,
+``exact_match``); the official code has no such case.
 
 This "soft score" is also the training target for the top-K answer classifier
-(Kazemi & Elqursh 2017), see ``data_prep/vqa_v2.py``. Data sets with one ground-truth
-answer per question (easy-VQA) use ``exact_match`` instead.
+(Kazemi & Elqursh 2017), see ``data_prep/vqa_v2.py``.
 """
 
 from __future__ import annotations
@@ -228,9 +238,16 @@ def process_digit_article(text: str) -> str:
     return " ".join(CONTRACTIONS.get(w, w) for w in words)
 
 
+def clean_answer(s: str) -> str:
+    """The official first step for every answer: newlines and tabs -> spaces, ends stripped."""
+    return s.replace("\n", " ").replace("\t", " ").strip()
+
+
 @lru_cache(maxsize=1 << 16)
 def normalize_answer(s: str) -> str:
-    """Normalize an answer exactly as the official code normalizes a *prediction*.
+    """``clean_answer``, ``process_punctuation``, ``process_digit_article``: the full
+    normalization the official code applies to the prediction and to every human answer
+    of a question whose human answers are not all identical.
 
     >>> normalize_answer("Two")
     '2'
@@ -239,40 +256,60 @@ def normalize_answer(s: str) -> str:
     >>> normalize_answer("dont")
     "don't"
     """
-    s = s.replace("\n", " ").replace("\t", " ").strip()
-    return process_digit_article(process_punctuation(s))
+    return process_digit_article(process_punctuation(clean_answer(s)))
+
+
+def answers_identical(human_answers: Sequence[str]) -> bool:
+    """True when the cleaned human answers are all the same string: then the official
+    code compares the prediction with them raw (after ``clean_answer`` only)."""
+    return len({clean_answer(a) for a in human_answers}) == 1  # official: not len(set(...)) > 1
+
+
+def prediction_form(prediction: str, human_answers: Sequence[str]) -> str:
+    """The form in which ``prediction`` is compared with these human answers: the key to
+    look up in ``soft_scores(human_answers)``.
+
+    ``normalize_answer(prediction)``, except when there are several human answers and
+    they are all identical: then only ``clean_answer(prediction)`` (the official quirk).
+    """
+    if len(human_answers) >= 2 and answers_identical(human_answers):
+        return clean_answer(prediction)
+    return normalize_answer(prediction)
 
 
 def vqa_accuracy(prediction: str, human_answers: Sequence[str]) -> float:
-    """Official VQA accuracy of ``prediction`` against one question's human answers.
+    """Official (2021) VQA accuracy of ``prediction`` against one question's human answers.
 
     With N >= 2 answers: the mean over the N leave-one-out subsets of
-    ``min(1, matches / 3)``; for the usual 10 answers that is ``min(1, 0.3 k)``. The
-    prediction is fully normalized; the human answers get ``process_punctuation`` only,
-    and only when they are not all the same -- both as in the official code.
+    ``min(1, matches / 3)``; for the usual 10 answers that is ``min(1, 0.3 k)``. If the
+    cleaned human answers differ, they and the prediction are all normalized
+    (``normalize_answer``) before comparing; if they are all identical, the cleaned
+    strings are compared raw -- both as in the official code.
 
     With a single human answer there is no leave-one-out subset (the official code would
     always give 0), so it is scored as an exact match of the normalized strings instead.
     """
-    return soft_scores(human_answers).get(normalize_answer(prediction), 0.0)
+    return soft_scores(human_answers).get(prediction_form(prediction, human_answers), 0.0)
 
 
 def soft_scores(human_answers: Sequence[str]) -> dict[str, float]:
-    """Every answer that scores above 0 on this question, with its VQA accuracy.
+    """Every answer form that scores above 0 on this question, with its VQA accuracy.
 
-    Keys are the human answers as the official code compares them (after
-    ``process_punctuation`` when the answers differ); a prediction ``p`` scores
-    ``soft_scores(h).get(normalize_answer(p), 0.0)``, which is what ``vqa_accuracy``
-    returns. Computing all scores at once is what the training targets need.
+    Keys are the human answers as the official code compares them: ``normalize_answer``
+    of each when they differ, ``clean_answer`` (raw) when all are identical, and
+    ``normalize_answer`` of the one answer when there is only one. A prediction ``p``
+    scores ``soft_scores(h).get(prediction_form(p, h), 0.0)``, which is what
+    ``vqa_accuracy`` returns. Computing all scores at once is what the training targets
+    need.
     """
     if not human_answers:
         raise ValueError("VQA accuracy needs at least one human answer")
     if len(human_answers) == 1:
         return {normalize_answer(human_answers[0]): 1.0}
-    if len(set(human_answers)) > 1:
-        humans = [process_punctuation(a) for a in human_answers]
+    if answers_identical(human_answers):
+        humans = [clean_answer(a) for a in human_answers]
     else:
-        humans = list(human_answers)
+        humans = [normalize_answer(a) for a in human_answers]
     n = len(humans)
     scores = {}
     for answer, k in Counter(humans).items():

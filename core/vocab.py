@@ -1,25 +1,51 @@
 """The one tokenizer and the vocabulary, shared by captions and VQA questions.
 
 The tokenizer needs no downloaded data (nltk's ``word_tokenize`` needs its punkt data,
-which is not there offline): lowercase, then runs of letters and digits, keeping inner apostrophes
-("what's", "don't"). Punctuation is dropped, as in the Karpathy split's tokens.
+which is not there offline): lowercase (``str.lower``), then runs of letters and digits of
+any script, keeping inner apostrophes ("what's", "don't"; the curly ``’`` counts as one).
+Punctuation and symbols are dropped, as in the Karpathy split's tokens; so is the
+underscore, which is not a letter ("red_circle" -> "red", "circle").
+
+ASCII text is tokenized exactly as by the original ``[a-z0-9]+(?:'[a-z0-9]+)*`` (the
+vocabularies of the shipped models depend on it). Other text is put in NFC form, so that
+"café" typed with a combining accent is the same word as with a precomposed "é", and
+combining marks stay inside their word (Devanagari vowel signs, Thai tone marks).
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
+
+import regex
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)
 
-_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
+# ASCII: letters and digits, joined by inner apostrophes. Unchanged since the first
+# vocabularies were built; ASCII text never reaches the Unicode pattern below.
+_ASCII_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
+
+
+# Any script: a word is letters and digits, each followed by any combining marks (Devanagari
+# vowel signs, Thai tone marks: categories M, which ``\w`` leaves out), words joined by inner
+# apostrophes. The ``regex`` package (nltk's own dependency) knows the Unicode categories.
+_UNICODE_WORD = r"[\p{L}\p{N}]\p{M}*(?:[\p{L}\p{N}]\p{M}*)*"
+_UNICODE_TOKEN = regex.compile(rf"{_UNICODE_WORD}(?:'{_UNICODE_WORD})*")
 
 
 def tokenize(text: str) -> list[str]:
-    """Lowercase ``text`` and split it into word tokens; punctuation is dropped."""
-    return _TOKEN.findall(text.lower().replace("\u2019", "'"))
+    """Lowercase ``text`` and split it into word tokens; punctuation is dropped.
+
+    >>> tokenize("What's the Café’s colour? (red_circle)")
+    ["what's", 'the', "café's", 'colour', 'red', 'circle']
+    """
+    text = text.lower().replace("\u2019", "'")
+    if text.isascii():
+        return _ASCII_TOKEN.findall(text)
+    return _UNICODE_TOKEN.findall(unicodedata.normalize("NFC", text))
 
 
 class Vocab:
