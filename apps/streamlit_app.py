@@ -2,10 +2,18 @@
 
 Started by ``attend app`` (or ``streamlit run apps/streamlit_app.py``). UI only: the models
 come from ``captioner.inference`` / ``vqa.inference`` and the plain helpers from
-``apps.app_logic``. User and model text is escaped Markdown, never raw HTML.
+``apps.app_logic``. User and model text is escaped Markdown, never raw HTML nor a link.
+
+Everything a run builds is local to ``main()``: the script's globals hold only functions and
+constants, so a widget's callback (which keeps the script's globals) keeps no picture alive.
+A session keeps its picture small (``app_logic.remember_picture``: at most 1024 px, as PNG
+bytes). The *Checkpoint file* box loads only the shipped models and files inside the models
+folder: ``runs/`` in the working directory, or the folder named by ``ATTEND_MODELS_DIR``.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import streamlit as st
 from PIL import Image
@@ -71,116 +79,131 @@ def legend():
     return logic.colour_bar()
 
 
-def load_model(kind: str, loader, choice: str, path_text: str, env_name: str):
-    """(model, cache key, None) or (None, None, message saying why); load errors go to ``problems``."""
+def load_model(kind: str, names: dict, loader, choice: str, path_text: str, env_name: str, problems: list[str]):
+    """(model, cache key, None) or (None, None, message saying why); errors go to ``problems``."""
     try:
-        source = logic.model_source(choice, path_text, env_name)
+        source = logic.model_source(choice, path_text, env_name, names=names)
+    except logic.CheckpointRefused as e:  # the same words for every path outside the models folder
+        message = f"{kind} not loaded: {e}."
+        st.sidebar.error(message)
+        problems.append(message)
+        return None, None, message
     except ValueError as e:
         st.sidebar.info(str(e).capitalize())
         return None, None, f"{kind}: {e}."
+    typed = logic.typed_path(path_text)
     stamp = logic.model_stamp(source)
     try:
         model = loader(source, stamp)
     except AttendError as e:
-        message = f"{kind} not loaded. {logic.escape_markdown(str(e).rstrip('.'))}."
+        reason = str(e).rstrip(".")
+        if choice == "path":  # the visitor's words, not where the models folder is on the server
+            reason = reason.replace(source, typed)
+        message = f"{kind} not loaded. {logic.escape_markdown(reason)}."
         if choice != "path":
             message += " Choose *Checkpoint file* in the sidebar to load your own."
         st.sidebar.error(message)
         problems.append(message)
         return None, None, message
-    where = getattr(model, "path", None) or source or "shipped default"
-    st.sidebar.caption(f"{kind}: {logic.escape_markdown(str(where))}")
+    if choice == "path":
+        shown = typed
+    elif source is None or source in names:
+        shown = f"shipped {source or 'default'} model"
+    else:
+        shown = Path(source).name  # the operator's ATTEND_CAPTIONER / ATTEND_VQA, by file name only
+    st.sidebar.caption(f"{kind}: {logic.escape_markdown(shown)}")
     return model, stamp, None
 
 
-# ---------------------------------------------------------------- sidebar: models (the page's head first)
+def sidebar(problems: list[str]) -> tuple:
+    """The model choices; returns (captioner, its key, why not) and (answerer, its key, why not)."""
+    st.sidebar.header("Models")
+    caption_choice = st.sidebar.radio(
+        "Captioner",
+        ["default", "path"],
+        key="captioner_choice",
+        format_func={"default": "Shipped scenes captioner", "path": "Checkpoint file"}.get,
+    )
+    caption_path = (
+        st.sidebar.text_input("Captioner checkpoint (.pt)", key="captioner_path", placeholder="runs/coco/best.pt")
+        if caption_choice == "path"
+        else ""
+    )
+    vqa_choice = st.sidebar.radio(
+        "VQA model",
+        ["default", "easy-vqa", "path"],
+        key="vqa_choice",
+        format_func={"default": "Shipped scenes VQA", "easy-vqa": "Shipped easy-VQA", "path": "Checkpoint file"}.get,
+    )
+    vqa_path = (
+        st.sidebar.text_input("VQA checkpoint (.pt)", key="vqa_path", placeholder="runs/vqa/best.pt")
+        if vqa_choice == "path"
+        else ""
+    )
+    captioning = load_model(
+        "Captioner",
+        logic.shipped_models("captioner"),
+        get_captioner,
+        caption_choice,
+        caption_path,
+        logic.ENV_CAPTIONER,
+        problems,
+    )
+    answering = load_model(
+        "VQA model", logic.shipped_models("vqa"), get_answerer, vqa_choice, vqa_path, logic.ENV_VQA, problems
+    )
+    if "path" in (caption_choice, vqa_choice):
+        st.sidebar.caption(logic.COCO_HOWTO)
+    return captioning, answering
 
-st.title("attend")
-st.markdown("Show, Attend and Tell captions and a CNN+LSTM question answerer, with the attention behind every word.")
-st.info(logic.TRAINED_ON + " " + logic.COCO_HOWTO, icon=":material/info:")
 
-st.sidebar.header("Models")
-caption_choice = st.sidebar.radio(
-    "Captioner",
-    ["default", "path"],
-    key="captioner_choice",
-    format_func={"default": "Shipped scenes captioner", "path": "Checkpoint file"}.get,
-)
-caption_path = (
-    st.sidebar.text_input("Captioner checkpoint (.pt)", key="captioner_path", placeholder="runs/coco/best.pt")
-    if caption_choice == "path"
-    else ""
-)
-vqa_choice = st.sidebar.radio(
-    "VQA model",
-    ["default", "easy-vqa", "path"],
-    key="vqa_choice",
-    format_func={"default": "Shipped scenes VQA", "easy-vqa": "Shipped easy-VQA", "path": "Checkpoint file"}.get,
-)
-vqa_path = (
-    st.sidebar.text_input("VQA checkpoint (.pt)", key="vqa_path", placeholder="runs/vqa/best.pt")
-    if vqa_choice == "path"
-    else ""
-)
-problems: list[str] = []
-captioner, captioner_key, captioner_error = load_model(
-    "Captioner", get_captioner, caption_choice, caption_path, logic.ENV_CAPTIONER
-)
-answerer, answerer_key, answerer_error = load_model("VQA model", get_answerer, vqa_choice, vqa_path, logic.ENV_VQA)
-if "path" in (caption_choice, vqa_choice):
-    st.sidebar.caption(logic.COCO_HOWTO)
-
-# ---------------------------------------------------------------- the page
-
-for problem in problems:
-    st.error(problem)
-
-source = st.segmented_control(
-    "Image", ["Upload", "Camera", "Samples"], default="Upload", required=True, key="image_source"
-)
-picture = None
-try:
-    if source == "Upload":
-        upload = st.file_uploader(
-            f"Upload an image (JPEG, PNG or WebP, up to {logic.MAX_UPLOAD_MB} MB)",
-            type=logic.UPLOAD_TYPES,
-            max_upload_size=logic.MAX_UPLOAD_MB,
-            key="upload",
-        )
-        if upload is not None:
-            picture = logic.read_picture(upload.getvalue(), upload.name)
-    elif source == "Camera":
-        photo = st.camera_input("Take a photo", key="camera")
-        if photo is not None:
-            picture = logic.read_picture(photo.getvalue(), "camera photo")
-    else:
-        gallery = samples()
-        st.caption(
-            "Generated scenes (what the default captioner and VQA model know) and easy-VQA test "
-            "images (for the easy-VQA model)."
-        )
-        for start in range(0, len(gallery), PER_ROW):
-            columns = st.columns(PER_ROW)
-            for i, column in zip(range(start, min(start + PER_ROW, len(gallery))), columns):
-                column.image(gallery[i].data, caption=gallery[i].label, width="stretch")
-                if column.button("Use", key=f"sample_{i}", width="stretch"):
-                    st.session_state.sample = i
-        if "sample" in st.session_state:
-            sample = gallery[st.session_state.sample]
-            picture = logic.read_picture(sample.data, sample.label, questions=sample.questions)
+def choose_picture() -> logic.Picture | None:
+    """The image of this run, small (at most 1024 px); the session keeps only its PNG bytes."""
+    source = st.segmented_control(
+        "Image", ["Upload", "Camera", "Samples"], default="Upload", required=True, key="image_source"
+    )
+    try:
+        if source == "Upload":
+            upload = st.file_uploader(
+                f"Upload an image (JPEG, PNG or WebP, up to {logic.MAX_UPLOAD_MB} MB)",
+                type=logic.UPLOAD_TYPES,
+                max_upload_size=logic.MAX_UPLOAD_MB,
+                key="upload",
+            )
+            if upload is not None:
+                return logic.remember_picture(st.session_state, "picture", upload.getvalue(), upload.name)
+        elif source == "Camera":
+            photo = st.camera_input("Take a photo", key="camera")
+            if photo is not None:
+                return logic.remember_picture(st.session_state, "picture", photo.getvalue(), "camera photo")
         else:
+            gallery = samples()
+            st.caption(
+                "Generated scenes (what the default captioner and VQA model know) and easy-VQA test "
+                "images (for the easy-VQA model)."
+            )
+            for start in range(0, len(gallery), PER_ROW):
+                columns = st.columns(PER_ROW)
+                for i, column in zip(range(start, min(start + PER_ROW, len(gallery))), columns):
+                    column.image(gallery[i].data, caption=logic.escape_markdown(gallery[i].label), width="stretch")
+                    if column.button("Use", key=f"sample_{i}", width="stretch"):
+                        st.session_state.sample = i
+            if "sample" in st.session_state:
+                sample = gallery[st.session_state.sample]
+                return logic.remember_picture(
+                    st.session_state, "picture", sample.data, sample.label, questions=sample.questions
+                )
             st.caption("Press *Use* under an image.")
-except AttendError as e:  # ImageError: not an image, truncated, too large
-    st.error(f"That file cannot be used: {logic.escape_markdown(str(e))}")
-    picture = None
+    except AttendError as e:  # ImageError: not an image, truncated, too large
+        st.error(f"That file cannot be used: {logic.escape_markdown(str(e))}")
+    st.session_state.pop("picture", None)  # nothing chosen: the session keeps no picture
+    return None
 
-if picture is None:
-    st.stop()
 
 # ---------------------------------------------------------------- caption
 
 
-def show_caption(picture: logic.Picture) -> None:
+def show_caption(picture: logic.Picture, captioner, captioner_key: tuple, captioner_error: str | None) -> None:
     st.header("Caption")
     if captioner is None:
         st.caption(f"No captioner is loaded. {captioner_error}")
@@ -196,12 +219,13 @@ def show_caption(picture: logic.Picture) -> None:
         st.caption("This captioner has no attention (the CNN+RNN baseline) or said nothing: no maps to show.")
         return
     h, w = result.grid
+    words = [logic.escape_markdown(token) for token in result.tokens]
     chosen = st.pills(
         "Click a word to see where the model looked",
-        list(range(len(result.tokens))),
+        list(range(len(words))),
         default=0,
         required=True,
-        format_func=lambda i: result.tokens[i],
+        format_func=words.__getitem__,  # a list's method: the widget keeps the words, nothing else
         key=f"word_{picture.digest[:12]}_{beam}",
     )
     left, right = st.columns(2)
@@ -211,7 +235,7 @@ def show_caption(picture: logic.Picture) -> None:
             logic.word_overlay(result.image, grid, LARGE),
             output_format="JPEG",
             width=LARGE,
-            caption=f'"{result.tokens[chosen]}": attention over the {h}x{w} grid',
+            caption=f'"{words[chosen]}": attention over the {h}x{w} grid',
         )
         if logic.is_uniform(grid):
             st.caption("This word's attention is spread evenly: it looked at nothing in particular.")
@@ -230,25 +254,26 @@ def show_caption(picture: logic.Picture) -> None:
         for start in range(0, len(tiles), PER_ROW):
             columns = st.columns(PER_ROW)
             for column, i in zip(columns, range(start, min(start + PER_ROW, len(tiles)))):
-                column.image(tiles[i], caption=f"{i + 1}. {result.tokens[i]}", output_format="JPEG")
+                column.image(tiles[i], caption=f"{i + 1}. {words[i]}", output_format="JPEG")
 
 
 # ---------------------------------------------------------------- ask
 
 
-def _use_example() -> None:
-    picked = st.session_state.get("example_question")
-    if picked:
-        st.session_state.question = picked
-
-
-def show_answer(picture: logic.Picture) -> None:
+def show_answer(picture: logic.Picture, answerer, answerer_key: tuple, answerer_error: str | None) -> None:
     st.header("Ask")
     if answerer is None:
         st.caption(f"No VQA model is loaded. {answerer_error}")
         return
     if picture.questions:
-        st.pills("Example questions", picture.questions, key="example_question", on_change=_use_example)
+        st.pills(
+            "Example questions",
+            picture.questions,
+            key="example_question",
+            format_func=logic.escape_markdown,
+            on_change=logic.take_example,
+            args=(st.session_state,),
+        )
     with st.form("ask_form", border=False):
         question = st.text_input("Question", key="question", placeholder="what colour is the circle?")
         st.form_submit_button("Ask", key="ask")
@@ -280,7 +305,29 @@ def show_answer(picture: logic.Picture) -> None:
         st.image(legend(), caption="low attention -> high attention")
 
 
-with st.container(key="section_caption"):
-    show_caption(picture)
-with st.container(key="section_ask"):
-    show_answer(picture)
+# ---------------------------------------------------------------- the page
+
+
+def main() -> None:
+    st.title("attend")
+    st.markdown(
+        "Show, Attend and Tell captions and a CNN+LSTM question answerer, with the attention behind every word."
+    )
+    st.info(logic.TRAINED_ON + " " + logic.COCO_HOWTO, icon=":material/info:")
+    problems: list[str] = []
+    (captioner, captioner_key, captioner_error), (answerer, answerer_key, answerer_error) = sidebar(problems)
+    for problem in problems:
+        st.error(problem)
+    picture = choose_picture()
+    if picture is None:
+        return
+    if picture.original_size and max(picture.original_size) > max(picture.image.size):
+        (width, height), (kept_width, kept_height) = picture.original_size, picture.image.size
+        st.caption(f"The image is {width}x{height} pixels; the app keeps it at {kept_width}x{kept_height}.")
+    with st.container(key="section_caption"):
+        show_caption(picture, captioner, captioner_key, captioner_error)
+    with st.container(key="section_ask"):
+        show_answer(picture, answerer, answerer_key, answerer_error)
+
+
+main()

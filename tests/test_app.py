@@ -8,15 +8,22 @@ when they are installed.
 
 from __future__ import annotations
 
+import gc
+import hashlib
 import io
+import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import ExifTags, Image
 
 from apps import app_logic as logic
 from captioner.model import AttentionDecoder, CaptionerConfig
@@ -291,7 +298,9 @@ def garbage(tmp_path) -> Path:
 
 
 @pytest.mark.parametrize("which", ["captioner", "vqa"])
-def test_bad_checkpoint_path_gets_a_friendly_error(app, tiny_models, tmp_path, garbage, which):
+def test_bad_checkpoint_path_gets_a_friendly_error(app, tiny_models, tmp_path, garbage, which, monkeypatch):
+    monkeypatch.setenv(logic.ENV_MODELS, str(tmp_path))  # the box loads only from the models folder
+    tiny_models = [Path(shutil.copy(model, tmp_path)) for model in tiny_models]
     other = tiny_models[1] if which == "captioner" else tiny_models[0]
     app.radio(key=f"{which}_choice").set_value("path").run()
     assert not app.exception and not app.error  # no path typed yet: a prompt, not an error
@@ -435,11 +444,16 @@ def test_gallery_samples_are_images_with_questions():
     assert [s.data for s in logic.scene_samples(2)] == [s.data for s in logic.scene_samples(2)]
 
 
-def test_model_source(monkeypatch):
+def test_model_source(monkeypatch, tmp_path):
     monkeypatch.delenv(logic.ENV_VQA, raising=False)
+    monkeypatch.setenv(logic.ENV_MODELS, str(tmp_path))
     assert logic.model_source("default", "", logic.ENV_VQA) is None
     assert logic.model_source("easy-vqa", "", logic.ENV_VQA) == "easy-vqa"
-    assert logic.model_source("path", ' "/x/best.pt" ', logic.ENV_VQA) == "/x/best.pt"
+    inside = str((tmp_path / "x" / "best.pt").resolve())
+    assert logic.model_source("path", f' "{inside}" ', logic.ENV_VQA) == inside
+    assert logic.model_source("path", "x/best.pt", logic.ENV_VQA) == inside  # relative to the models folder
+    with pytest.raises(logic.CheckpointRefused):  # outside the models folder
+        logic.model_source("path", ' "/x/best.pt" ', logic.ENV_VQA)
     with pytest.raises(ValueError):
         logic.model_source("path", "  ", logic.ENV_VQA)
     monkeypatch.setenv(logic.ENV_VQA, "/y.pt")
@@ -482,3 +496,290 @@ def test_attend_app_runs_streamlit_with_the_upload_limit(monkeypatch):
     assert argv[argv.index("--server.headless") + 1] == "true"
     config = (APP.parent.parent / ".streamlit" / "config.toml").read_text()
     assert f"maxUploadSize = {logic.MAX_UPLOAD_MB}" in config
+    assert 'address = "127.0.0.1"' in config
+
+
+def test_the_server_listens_on_the_loopback_unless_told_otherwise():
+    def address(command):
+        return command[command.index("--server.address") + 1]
+
+    assert address(logic.streamlit_command()) == "127.0.0.1"
+    assert address(logic.streamlit_command(port=8765, address=None)) == "127.0.0.1"
+    assert address(logic.streamlit_command(address="0.0.0.0")) == "0.0.0.0"
+    assert logic.streamlit_command(address="::1").count("--server.address") == 1
+
+
+# ---------------------------------------------------------------- what an attack found: memory
+
+
+def huge_png(width: int = 8000, height: int = 8000) -> bytes:
+    """A small PNG (mostly one colour) that decodes to width x height pixels."""
+    pixels = np.full((height, width, 3), (235, 240, 245), dtype=np.uint8)
+    pixels[height // 4 : height // 2, width // 4 : width // 2] = (200, 40, 60)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=9)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def huge() -> bytes:
+    return huge_png()
+
+
+def large_images() -> list[tuple[int, int]]:
+    gc.collect()
+    images = [o for o in gc.get_objects() if issubclass(type(o), Image.Image)]  # type(): no attribute lookups
+    return [image.size for image in images if max(image.size) > logic.MAX_SIDE]
+
+
+def test_huge_upload_is_kept_small_and_decoded_once(app, huge, monkeypatch):
+    decodes = []
+    decode = logic.decode_small
+    monkeypatch.setattr(logic, "decode_small", lambda *a, **k: decodes.append(a[1]) or decode(*a, **k))
+    assert len(huge) < 300_000  # 192 MB of pixels
+    app.file_uploader(key="upload").set_value(("huge.png", huge, "image/png")).run()
+    assert_captioned(app)
+    assert any("8000x8000 pixels; the app keeps it at 1024x1024" in c for c in texts(app.caption))
+    # The session keeps small values only: the digest, the name and the small picture's PNG.
+    kept = app.session_state["picture"]
+    assert kept["digest"] == hashlib.sha256(huge).hexdigest() and kept["name"] == "huge.png"
+    assert all(isinstance(v, (str, bytes, list, tuple)) for v in kept.values())
+    with Image.open(io.BytesIO(kept["png"])) as small:
+        assert small.size == (logic.MAX_SIDE, logic.MAX_SIDE)
+    assert len(kept["png"]) < 4 * 2**20  # at most 1024 x 1024 x 3 bytes and a little
+    # Nothing alive (script globals held by a widget's callback, session state, caches)
+    # holds an image larger than the kept one.
+    assert large_images() == []
+    # A click on a word reruns the page on the kept picture: no second decode.
+    words = [p for p in app.pills if p.key.startswith("word_")][0]
+    words.set_value(len(words.options) - 1).run()
+    assert not app.exception and decodes == ["huge.png"]
+    assert large_images() == []
+    # A bad file after it leaves the session without a picture.
+    app.file_uploader(key="upload").set_value(("bad.png", b"not an image", "image/png")).run()
+    assert "picture" not in app.session_state and len(texts(app.error)) == 1
+
+
+def test_read_picture_shrinks_on_read():
+    picture = logic.read_picture(huge_png(8000, 2000), "wide.png")
+    assert picture.image.size == (1024, 256) and picture.image.mode == "RGB"
+    assert picture.original_size == (8000, 2000)
+    pixels = np.asarray(picture.image)
+    assert tuple(pixels[0, 0]) == (235, 240, 245) and tuple(pixels[96, 384]) == (200, 40, 60)
+
+    # A JPEG (decoded at a fraction of its size), with a phone's rotation applied once.
+    photo = Image.fromarray(np.random.default_rng(2).integers(0, 255, (40, 60, 3), dtype=np.uint8))
+    photo = photo.resize((3000, 2000), Image.Resampling.NEAREST)
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    buffer = io.BytesIO()
+    photo.save(buffer, format="JPEG", quality=95, exif=exif)
+    small = logic.read_picture(buffer.getvalue(), "phone.jpg").image
+    expected = load_image(buffer.getvalue())
+    assert expected.size == (2000, 3000)
+    expected.thumbnail((1024, 1024))
+    assert small.size == expected.size == (683, 1024)
+    assert np.abs(np.asarray(small, dtype=float) - np.asarray(expected, dtype=float)).mean() < 4
+
+    # Transparent areas go on white, as load_image puts them.
+    rgba = np.zeros((3000, 3000, 4), dtype=np.uint8)
+    rgba[:1500, :, :] = (0, 0, 255, 255)  # top half opaque blue, bottom half transparent
+    buffer = io.BytesIO()
+    Image.fromarray(rgba).save(buffer, format="PNG")
+    small = np.asarray(logic.read_picture(buffer.getvalue(), "alpha.png").image)
+    assert small.shape == (1024, 1024, 3)
+    assert tuple(small[100, 100]) == (0, 0, 255) and tuple(small[900, 100]) == (255, 255, 255)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "P", "L", "I;16", "LA", "1"])
+def test_read_picture_equals_load_image_for_images_that_fit(mode):
+    """Up to 1024 px nothing is resized: the strip-wise conversion is load_image's, exactly."""
+    rng = np.random.default_rng(3)
+    image = Image.fromarray(rng.integers(0, 255, (700, 300, 4), dtype=np.uint8), "RGBA")  # 3 strips
+    if mode == "I;16":
+        image = Image.fromarray(rng.integers(0, 65535, (700, 300), dtype=np.uint16))
+    elif mode == "P":
+        image = image.convert("RGB").quantize(64)
+        image.info["transparency"] = 3
+    else:
+        image = image.convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    data = buffer.getvalue()
+    picture = logic.read_picture(data, "fits.png")
+    assert picture.image.size == (300, 700) and picture.original_size == (300, 700)
+    np.testing.assert_array_equal(np.asarray(picture.image), np.asarray(load_image(data)))
+
+
+def test_read_picture_refuses_what_it_cannot_decode_small():
+    # A WebP over 4096x4096 (Pillow's WebP reader holds ~15 bytes a pixel): refused from its header.
+    header = b"VP8X" + (10).to_bytes(4, "little") + bytes(4) + (7999).to_bytes(3, "little") * 2
+    webp = b"RIFF" + (len(header) + 4).to_bytes(4, "little") + b"WEBP" + header
+    with pytest.raises(ImageError, match=r"WebP image too large \(8000x8000"):
+        logic.read_picture(webp, "big.webp")
+    for options in ({"quality": 80}, {"lossless": True}):
+        buffer = io.BytesIO()
+        Image.new("RGBA", (37, 21), (1, 2, 3, 4)).save(buffer, format="WEBP", **options)
+        assert logic._webp_size(buffer.getvalue()) == (37, 21)
+        assert logic.read_picture(buffer.getvalue(), "small.webp").image.size == (37, 21)
+    # Another format under a .png name is not decoded at all.
+    buffer = io.BytesIO()
+    Image.new("RGB", (10, 10)).save(buffer, format="TIFF")
+    with pytest.raises(ImageError, match="a TIFF image; the app takes JPEG, PNG and WebP"):
+        logic.read_picture(buffer.getvalue(), "renamed.png")
+
+
+MEMORY_PROBE = """
+import io, json, sys
+from apps import app_logic as logic
+def vm():
+    lines = open("/proc/self/status").read().splitlines()
+    return {k: int(v.split()[0]) / 1024 for k, _, v in (l.partition(":") for l in lines) if k in ("VmRSS", "VmHWM")}
+data = open(sys.argv[1], "rb").read()
+logic.read_picture(logic._png(__import__("numpy").zeros((8, 8, 3), "uint8")), "warm.png")
+open("/proc/self/clear_refs", "w").write("5")  # VmHWM from here on
+before = vm()["VmRSS"]
+picture = logic.read_picture(data, "huge.png")
+after = vm()
+print(json.dumps({"size": picture.image.size, "peak_extra_mb": after["VmHWM"] - before,
+                  "kept_extra_mb": after["VmRSS"] - before}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+def test_reading_a_huge_png_holds_its_pixels_once_and_keeps_nothing(tmp_path, huge):
+    """Measured in a fresh process: Pillow holds an 8000x8000 RGB image as 256 MB (4 bytes a
+    pixel) while it decodes; reading it used to take 730 MB at its peak and keep 244 MB."""
+    path = tmp_path / "huge.png"
+    path.write_bytes(huge)
+    root = Path(logic.__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE, str(path)],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    measured = json.loads(done.stdout.splitlines()[-1])
+    print(f"\nread_picture of an 8000x8000 PNG: {measured}")
+    assert measured["size"] == [1024, 1024]
+    assert measured["peak_extra_mb"] < 360  # the decoded pixels (256 MB) and little else
+    assert measured["kept_extra_mb"] < 32
+
+
+# ---------------------------------------------------------------- what an attack found: the checkpoint box
+
+
+@pytest.fixture
+def models_folder(tmp_path, tiny_models, monkeypatch) -> Path:
+    folder = tmp_path / "models"
+    (folder / "run").mkdir(parents=True)
+    for model in tiny_models:
+        shutil.copy(model, folder / "run" / model.name)
+    (folder / "escape.pt").symlink_to("/etc/passwd")
+    (folder / "loop.pt").symlink_to(folder / "loop.pt")
+    monkeypatch.setenv(logic.ENV_MODELS, str(folder))
+    return folder
+
+
+@pytest.mark.parametrize("which", ["captioner", "vqa"])
+def test_checkpoint_box_says_the_same_for_every_path_outside_the_models_folder(
+    app, tiny_models, tmp_path, models_folder, which
+):
+    app.radio(key=f"{which}_choice").set_value("path").run()
+    outside = [
+        "/etc/passwd",  # exists, not a checkpoint
+        "/etc/no-such-file.pt",  # does not exist
+        str(tiny_models[0 if which == "captioner" else 1]),  # a good checkpoint, outside
+        str(tmp_path),  # a folder
+        str(models_folder / ".." / "missing.pt"),
+        "../../../../../../etc/passwd",
+        "escape.pt",  # a link inside the folder to a file outside
+        "loop.pt",  # a link inside the folder to itself
+        "/",
+    ]
+    seen = {}
+    for text in outside:
+        app.text_input(key=f"{which}_path").set_value(text).run()
+        assert not app.exception, (text, app.exception)
+        seen[text] = (tuple(texts(app.error)), tuple(texts(app.sidebar.error)))
+    assert len(set(seen.values())) == 1, "\n".join(f"{k}: {v}" for k, v in seen.items())
+    errors, sidebar = seen["/etc/passwd"]
+    assert len(sidebar) == 1 and set(errors) == set(sidebar)  # in the sidebar and on the page
+    assert "models folder" in errors[0] and "models/" in errors[0]
+    assert "passwd" not in errors[0] and "exist" not in errors[0] and "found" not in errors[0]
+
+    # Inside the folder: by absolute path, relative to the folder, or relative to the working directory.
+    name = tiny_models[0 if which == "captioner" else 1].name
+    inside = [str(models_folder / "run" / name), f"run/{name}", os.path.relpath(models_folder / "run" / name)]
+    for text in inside:
+        app.text_input(key=f"{which}_path").set_value(text).run()
+        assert not app.exception and not app.error, (text, texts(app.error))
+        assert any(c.endswith(text) for c in texts(app.sidebar.caption)), texts(app.sidebar.caption)
+    # There, a missing or bad file is said as such, in the visitor's own words.
+    for text, reason in [
+        ("run/missing.pt", "checkpoint not found"),
+        ("~root/.profile", "checkpoint not found"),  # no home folders: a name inside the folder
+    ]:
+        app.text_input(key=f"{which}_path").set_value(text).run()
+        errors = texts(app.sidebar.error)
+        assert len(errors) == 1 and f"{text}: {reason}" in errors[0], errors
+        assert str(models_folder) not in errors[0]
+
+
+def test_allowed_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "a").mkdir(parents=True)
+    monkeypatch.delenv(logic.ENV_MODELS, raising=False)
+    shipped = logic.shipped_models("vqa")
+    assert logic.models_folder() == (tmp_path / "runs").resolve()
+    assert logic.allowed_checkpoint("easy-vqa", shipped) == "easy-vqa"
+    assert logic.allowed_checkpoint("runs/a/best.pt", shipped) == str(tmp_path / "runs" / "a" / "best.pt")
+    assert logic.allowed_checkpoint("a/best.pt", shipped) == str(tmp_path / "runs" / "a" / "best.pt")
+    assert logic.allowed_checkpoint(str(shipped["scenes"]), shipped) == str(shipped["scenes"].resolve())
+    messages = set()
+    for text in [".", "runs/../../x.pt", "/etc/passwd", "x\0y.pt", "../scenes.pt", "/etc/shadow", ".."]:
+        with pytest.raises(logic.CheckpointRefused) as refused:
+            logic.allowed_checkpoint(text, shipped)
+        messages.add(str(refused.value))
+    assert len(messages) == 1 and "runs/" in messages.pop()
+
+
+SHIPPED_VQA = Path(logic.__file__).parent.parent / "vqa" / "weights"
+
+
+@pytest.mark.skipif(
+    not (SHIPPED.is_file() and (SHIPPED_VQA / "scenes.pt").is_file() and (SHIPPED_VQA / "easy_vqa.pt").is_file()),
+    reason="shipped models not installed",
+)
+def test_checkpoint_box_takes_the_shipped_names(app, models_folder):
+    for which, name in [("captioner", "scenes"), ("vqa", "scenes"), ("vqa", "easy-vqa")]:
+        app.radio(key=f"{which}_choice").set_value("path").run()
+        app.text_input(key=f"{which}_path").set_value(name).run()
+        assert not app.exception and not app.error, (which, name, texts(app.error))
+        assert any(c.endswith(f": {name}") for c in texts(app.sidebar.caption)), texts(app.sidebar.caption)
+
+
+# ---------------------------------------------------------------- what an attack found: links
+
+
+def test_text_never_becomes_a_link():
+    for text in [
+        "see www.evil.com.png",
+        "WWW.EVIL.COM",
+        "write to me@evil.com",
+        "http://evil.com/x",
+        "https://evil.com",
+        "mailto:me@evil.com",
+        "xmpp:me@evil.com",
+        "runs/http://evil.com/x.pt: checkpoint not found",
+    ]:
+        escaped = logic.escape_markdown(text)
+        assert logic.plain(escaped) == text
+        # GitHub's autolink patterns: "www.", an address after "@", "scheme://".
+        assert not re.search(r"(?i)www\.", escaped), escaped
+        assert not re.search(r"@[A-Za-z0-9]", escaped), escaped
+        assert not re.search(r"[A-Za-z]:/", escaped.replace("\\", "")), escaped

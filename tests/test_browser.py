@@ -278,3 +278,38 @@ def test_upload_caption_and_ask_in_a_real_browser(server, tmp_path):
     # The goal is 1 s on this 2-core machine (timing.json has the measurement); the bound
     # here leaves room for a machine busy with other work.
     assert min(timings) < 5.0
+
+
+def test_file_names_and_typed_paths_never_become_links(server, tmp_path):
+    """Streamlit's Markdown links bare "www." text, e-mail addresses and URLs: the app's lines
+    that repeat what a visitor gave (a file's name, a typed path) must stay plain text."""
+    from playwright.sync_api import sync_playwright
+
+    url, _, _ = server
+    name = "see www.evil.com and me@evil.com.png"
+    path = tmp_path / name
+    path.write_bytes(b"not an image, just text\n" * 10)
+    typed = "runs/http://evil.com/x.pt"  # inside the models folder: its error line repeats it
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            page.goto(url)
+            page.get_by_text("VQA model:", exact=False).first.wait_for(timeout=120_000)
+            page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(path))
+            error = page.locator('[data-testid="stAlertContentError"]').filter(has_text="cannot be used")
+            error.wait_for(timeout=30_000)
+            assert name in error.inner_text().replace(logic.WORD_JOINER, "")
+            assert error.locator("a").count() == 0, error.inner_html()
+
+            page.locator(".st-key-vqa_choice").get_by_text("Checkpoint file").click()
+            box = page.locator(".st-key-vqa_path input")
+            box.fill(typed)
+            box.press("Enter")
+            error = page.locator('[data-testid="stSidebar"] [data-testid="stAlertContentError"]')
+            error.filter(has_text="checkpoint not found").wait_for(timeout=30_000)
+            assert typed in error.inner_text().replace(logic.WORD_JOINER, "")
+            assert error.locator("a").count() == 0, error.inner_html()
+            assert page.locator("a[href*='evil']").count() == 0
+        finally:
+            browser.close()
