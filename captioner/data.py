@@ -6,6 +6,13 @@ Two ways to batch them:
 * ``CaptionGroups``: one image with K of its reference captions per item (K = 5 for COCO's
   five: neuraltalk2's "seq_per_img"). The decoder then makes everything it makes per image
   once for K captions (``AttentionDecoder.forward``), and an epoch reads each grid once.
+  Which K it picks is drawn from a generator seeded by (seed, epoch, item) (``set_epoch``,
+  called by the training loop): the same whatever the number of loader workers, and the
+  same when a run is resumed.
+
+Both keep the records whose image is in the feature cache; the callers first check with
+``FeatureCache.require`` that the cache covers the split, so the only images left out are
+those the cache records as skipped (unreadable when it was built).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from torch.utils.data import Dataset
 
 from core.errors import AttendError
 from core.features import FeatureCache
+from core.training import epoch_seed
 from core.vocab import Vocab
 
 
@@ -51,6 +59,11 @@ class CaptionGroups(Dataset):
             raise ValueError("per_image must be at least 1")
         self.cache, self.vocab, self.per_image = cache, vocab, per_image
         self.images = [(r["image"], [t[: max_len - 2] for t in r["tokens"]]) for r in _cached(records, cache)]
+        self.seed, self.epoch = 0, 0
+
+    def set_epoch(self, epoch: int, seed: int) -> None:
+        """Draw the captions of ``epoch`` of a run seeded with ``seed`` (the training loop calls it)."""
+        self.epoch, self.seed = epoch, seed
 
     def __len__(self) -> int:
         return len(self.images)
@@ -58,10 +71,11 @@ class CaptionGroups(Dataset):
     def __getitem__(self, i: int):
         key, references = self.images[i]
         n, k = len(references), self.per_image
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, i))
         if n >= k:
-            chosen = torch.randperm(n)[:k].tolist()
+            chosen = torch.randperm(n, generator=generator)[:k].tolist()
         else:  # every reference once, the rest drawn again
-            chosen = list(range(n)) + torch.randint(n, (k - n,)).tolist()
+            chosen = list(range(n)) + torch.randint(n, (k - n,), generator=generator).tolist()
         features = torch.from_numpy(self.cache[key])  # (P, D) float16
         return features, [torch.tensor(self.vocab.encode(references[j], add_start_end=True)) for j in chosen]
 

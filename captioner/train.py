@@ -9,23 +9,24 @@ COCO toolkit and, on data prepared from the generated scenes, the scenes' own me
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from core import distributed
-from core.checkpoint import export_checkpoint
+from core.checkpoint import check_encoder_fit, export_checkpoint, load_checkpoint
+from core.config import check_options
 from core.encoder import EncoderConfig
 from core.errors import AttendError
 from core.features import FeatureCache
 from core.prepared import CAPTIONS, atomic_write_json, split_records
-from core.training import TrainConfig, fit
+from core.training import TrainConfig, check_train_config, fit, seed_everything
 from core.vocab import Vocab
 from data_prep.scenes.measures import score_scenes, split_ground_truth
 
-from .checkpoint import KIND, captioner_config, load_captioner
+from .checkpoint import BOUNDS, DERIVED, KIND, captioner_config, load_captioner, resolve_checkpoint
 from .data import CaptionGroups, CaptionPairs, collate_captions, images_per_batch
 from .decode import Decoded, Decoder, decode
 from .fast import FastDecoder, TrainingDecoder
@@ -109,6 +110,15 @@ def score_split(
     return metrics, predictions
 
 
+def metric_names(source: str, attention: bool) -> list[str]:
+    """The validation metrics ``score_split`` gives (those ``--select`` may name): BLEU-1..4,
+    and on data prepared from the scenes object accuracy and, with attention, pointing accuracy."""
+    names = [f"bleu{n}" for n in range(1, 5)]
+    if source == "scenes":
+        names += ["object_accuracy"] + (["pointing_accuracy"] if attention else [])
+    return names
+
+
 def train_captioner(
     data_dir: str | Path,
     out_dir: str | Path,
@@ -140,15 +150,23 @@ def train_captioner(
     """
     if captions_per_image < 0:
         raise AttendError("--captions-per-image must be 0 or more")
+    train = check_train_config(train)
+    model_overrides = check_options(CaptionerConfig, model_overrides, BOUNDS, DERIVED)
     data_dir = Path(data_dir)
     encoder = encoder or EncoderConfig()
     prepared, train_records = split_records(data_dir, CAPTIONS, "train")
     _, val_records = split_records(data_dir, CAPTIONS, val_split)
+    val_records = val_records[:val_limit]
     vocab = Vocab.from_dict(prepared["vocab"])
-    known = {f.name for f in fields(CaptionerConfig)}
-    unknown = set(model_overrides) - known
-    if unknown:
-        raise AttendError(f"unknown model option(s): {', '.join(sorted(unknown))}")
+    source = prepared.get("source", "")
+    seed_everything(train.seed)  # the initial weights follow the seed
+    attention = model_overrides.get("attention", True if init is None else None)
+    if attention is None:  # fine-tuning: the checkpoint's option, unless --set changes it
+        options = captioner_config(load_checkpoint(resolve_checkpoint(init), KIND))
+        attention = options.get("attention", True) if isinstance(options, dict) else True
+    names = metric_names(source, attention)
+    if select not in names:  # before anything is built or read
+        raise AttendError(f"--select {select}: not a validation metric here (choose from {', '.join(names)})")
     if init is None:
         cache = FeatureCache.for_data(data_dir, encoder)
         config = CaptionerConfig(
@@ -158,6 +176,10 @@ def train_captioner(
     else:
         config, model, vocab = _initial_model(init, vocab, encoder, model_overrides, fast)
         cache = FeatureCache.for_data(data_dir, encoder)
+    for what, records in (("split 'train'", train_records), (f"split {val_split!r}", val_records)):
+        skipped = cache.require([r["image"] for r in records], what)
+        if skipped:
+            log(f"{what}: {len(skipped)} image(s) left out, unreadable when the cache was built")
     ctx = distributed.init(device)
     try:
         if captions_per_image:
@@ -165,7 +187,6 @@ def train_captioner(
             train = replace(train, batch_size=images_per_batch(train.batch_size, captions_per_image))
         else:
             train_set = CaptionPairs(train_records, cache, vocab, config.max_len)
-        val_records = val_records[:val_limit]
 
         def evaluate(model):
             # Greedy on a fixed slice of validation: cheap enough to run every epoch. A fresh
@@ -183,6 +204,8 @@ def train_captioner(
                 device=next(model.parameters()).device,
             )
             metrics.pop("scenes", None)
+            if "pointing_accuracy" in names:  # absent when no caption named a shape: nothing pointed at
+                metrics.setdefault("pointing_accuracy", 0.0)
             return metrics
 
         extra = {
@@ -194,7 +217,9 @@ def train_captioner(
             "captions_per_image": captions_per_image,
             "init": None if init is None else str(init),
         }
-        result = fit(model, train_set, collate_captions, _loss, evaluate, select, train, ctx, extra, log=log)
+        result = fit(
+            model, train_set, collate_captions, _loss, evaluate, select, train, ctx, extra, log=log, metric_names=names
+        )
         if export and ctx.is_main:
             result["exported"] = export_checkpoint(result["checkpoint"], export, KIND)
     finally:
@@ -208,6 +233,7 @@ def _initial_model(
     """What a fine-tuning run starts from: ``init``'s weights, its options + overrides, and its
     vocabulary (the data's words in another order, e.g. another scenes seed, keep their ids)."""
     start, start_vocab, start_encoder, checkpoint = load_captioner(init, fast=False)
+    check_encoder_fit(resolve_checkpoint(init), KIND, start.config.grid, start.config.encoder_dim, start_encoder)
     unknown = [word for word in vocab.itos if word not in start_vocab]
     if unknown:
         raise AttendError(
@@ -248,9 +274,12 @@ def evaluate_captioner(
     """
     device = torch.device(device or ("cpu" if int8 or not torch.cuda.is_available() else "cuda"))
     data_dir = Path(data_dir)
-    decoder, vocab, encoder, _ = load_captioner(checkpoint, device, int8=int8, fast=fast)
+    decoder, vocab, encoder, state = load_captioner(checkpoint, device, int8=int8, fast=fast)
+    options = state["config"]
+    check_encoder_fit(resolve_checkpoint(checkpoint), KIND, options["grid"], options["encoder_dim"], encoder)
     prepared, records = split_records(data_dir, CAPTIONS, split)
     cache = FeatureCache.for_data(data_dir, encoder)
+    skipped = cache.require([r["image"] for r in records], f"split {split!r}")
     started = time.perf_counter()
     metrics, predictions = score_split(
         decoder,
@@ -272,6 +301,7 @@ def evaluate_captioner(
         "beam_size": beam_size,
         "weights": "int8" if int8 else "float32",
         "images": len(predictions),
+        "skipped_images": len(skipped),  # listed by the data, unreadable when the cache was built
         "seconds": round(time.perf_counter() - started, 1),
         **metrics,
     }

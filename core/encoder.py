@@ -19,6 +19,7 @@ The grid covers the whole image: the eval transform resizes without cropping
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import Bound, check_fields
 from .errors import AttendError
 from .images import load_tensor
 
@@ -52,6 +54,44 @@ class EncoderConfig:
 # backbone -> (index in the block list after which the middle stage ends, its channels):
 # EfficientNet-Lite0's stride-16 stage of 80 channels; ResNet's layer2 (stride 8, 512).
 MID_LEVEL = {"efficientnet-lite0": (8, 80), "resnet50": (7, 512), "resnet101": (7, 512)}
+DIMS = {"efficientnet-lite0": 1280, "resnet50": 2048, "resnet101": 2048}  # the last stage's channels
+BLOCKS = {"efficientnet-lite0": 18, "resnet50": 17, "resnet101": 34}  # stem, blocks (and head)
+
+# What an EncoderConfig may hold. The side must be a multiple of 32, the trunks' stride:
+# the grid is image_size // 32 cells a side (EfficientNet-Lite0 gives ceil(S / 32) cells,
+# and refuses sides under 32 outright), so any other side breaks the grid everything else
+# assumes. 2048 px (a 64 x 64 grid) is far beyond any use here and bounds the memory an
+# image costs (a 2048 px float32 input is 48 MB).
+ENCODER_BOUNDS = {
+    "backbone": Bound(choices=BACKBONES),
+    "image_size": Bound(32, 2048, multiple_of=32),
+    "trainable_blocks": Bound(0, max(BLOCKS.values())),
+}
+
+
+def feature_dim(config: EncoderConfig) -> int:
+    """D, the channels of each cell: the last stage's, plus the middle stage's with ``mid_level``."""
+    return DIMS[config.backbone] + (MID_LEVEL[config.backbone][1] if config.mid_level else 0)
+
+
+def feature_grid(config: EncoderConfig) -> tuple[int, int]:
+    """(h, w), the grid of an ``image_size`` input."""
+    return config.image_size // 32, config.image_size // 32
+
+
+def check_encoder_config(config: EncoderConfig | dict, where: str = "encoder") -> EncoderConfig:
+    """Every field of an encoder setting checked (``AttendError`` naming the field), as an
+    ``EncoderConfig``. ``where`` names the setting in the message (e.g. "PATH: encoder")."""
+    values = asdict(config) if isinstance(config, EncoderConfig) else config
+    if isinstance(values, dict) and isinstance(values.get("weights"), os.PathLike):
+        values = {**values, "weights": os.fspath(values["weights"])}
+    checked = EncoderConfig(**check_fields(EncoderConfig, values, ENCODER_BOUNDS, where))
+    if checked.trainable_blocks > BLOCKS[checked.backbone]:
+        raise AttendError(
+            f"{where}.trainable_blocks is {checked.trainable_blocks} ({checked.backbone} has "
+            f"{BLOCKS[checked.backbone]} blocks)"
+        )
+    return checked
 
 
 def _efficientnet_lite0(weights: str | None) -> tuple[nn.Module, list[nn.Module]]:
@@ -111,7 +151,10 @@ class ImageEncoder(nn.Module):
 
     def __init__(self, config: EncoderConfig | None = None):
         super().__init__()
-        self.config = config = config or EncoderConfig()
+        config = config or EncoderConfig()
+        if config.backbone not in BACKBONES:
+            raise AttendError(f"unknown encoder backbone {config.backbone!r} (choose from {', '.join(BACKBONES)})")
+        self.config = config = check_encoder_config(config)
         if config.backbone == "efficientnet-lite0":
             self.trunk, blocks = _efficientnet_lite0(config.weights)
             self.dim = 1280

@@ -9,27 +9,26 @@ and writes the answers in the official results format ``[{question_id, answer}]`
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
 from core import distributed
-from core.checkpoint import export_checkpoint
+from core.checkpoint import check_encoder_fit, export_checkpoint
+from core.config import check_options
 from core.encoder import EncoderConfig
 from core.errors import AttendError
 from core.features import FeatureCache
 from core.prepared import VQA, atomic_write_json, split_records
-from core.training import TrainConfig, fit
+from core.training import TrainConfig, check_train_config, fit, seed_everything
 from core.vocab import Vocab
 
-from .checkpoint import KIND, load_vqa
+from .checkpoint import BOUNDS, DERIVED, KIND, METRICS, load_vqa, resolve_checkpoint
 from .data import Collate, VQAExamples
 from .metrics import exact_match, summarize, vqa_accuracy
 from .model import VQAConfig, VQANet, vqa_loss
-
-METRICS = ("vqa", "exact")  # how a data set's answers are scored: 10 humans, or one answer
 
 # ---------------------------------------------------------------- answering a split
 
@@ -112,15 +111,20 @@ def train_vqa(
     val_limit: int = 5000,
     device: str | None = None,
     export: str | Path | None = None,
+    select: str = "accuracy",
     log=print,
 ) -> dict:
     """Train on cached features, selecting ``best.pt`` on validation accuracy.
 
     Args:
         model_overrides: ``VQAConfig`` fields to change (``--set glimpses=3``).
+        select: the validation metric that picks ``best.pt``: ``accuracy`` or ``type_QTYPE``
+            for a question type of the validation split (checked before anything is built).
         val_limit: validation questions answered after every epoch (the first ones).
         export: also write best.pt as a float16 shippable checkpoint here.
     """
+    train = check_train_config(train)
+    model_overrides = check_options(VQAConfig, model_overrides, BOUNDS, DERIVED)
     data_dir = Path(data_dir)
     encoder = encoder or EncoderConfig()
     prepared, train_records = split_records(data_dir, VQA, "train")
@@ -128,11 +132,19 @@ def train_vqa(
     metric = _metric(prepared)
     vocab = Vocab.from_dict(prepared["question_vocab"])
     answers = list(prepared["answers"])
+    val_records = [r for r in val_records if r["answers"]][:val_limit]
+    if not val_records:
+        raise AttendError(f"split {val_split!r} has no answered questions to select on")
+    names = ["accuracy"] + sorted({f"type_{r['question_type']}" for r in val_records})
+    if select not in names:  # before anything is built or read
+        raise AttendError(f"--select {select}: not a validation metric here (choose from {', '.join(names)})")
     cache = FeatureCache.for_data(data_dir, encoder)
-    known = {f.name for f in fields(VQAConfig)}
-    unknown = set(model_overrides) - known
-    if unknown:
-        raise AttendError(f"unknown model option(s): {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+    for what, records in (("split 'train'", train_records), (f"split {val_split!r}", val_records)):
+        skipped = cache.require([r["image"] for r in records], what)
+        if skipped:
+            log(f"{what}: {len(skipped)} image(s) left out, unreadable when the cache was built")
+    # The question types validation will report: those of the questions whose image was readable.
+    names = ["accuracy"] + sorted({f"type_{r['question_type']}" for r in val_records if r["image"] in cache})
     config = VQAConfig(
         **{
             "question_vocab_size": len(vocab),
@@ -142,11 +154,9 @@ def train_vqa(
             **model_overrides,
         }
     )
+    seed_everything(train.seed)  # the initial weights follow the seed
     model = VQANet(config)
     train_set = VQAExamples(train_records, cache, vocab, training=True)
-    val_records = [r for r in val_records if r["answers"]][:val_limit]
-    if not val_records:
-        raise AttendError(f"split {val_split!r} has no answered questions to select on")
 
     def loss_fn(net, batch, device):
         features, questions, image_index, targets = (t.to(device, non_blocking=True) for t in batch)
@@ -175,7 +185,19 @@ def train_vqa(
             f"{train_set.questions} training questions on {len(train_set)} images, "
             f"{len(val_records)} validation questions, {len(answers)} answers, metric {metric}"
         )
-        result = fit(model, train_set, Collate(len(answers)), loss_fn, evaluate, "accuracy", train, ctx, extra, log=log)
+        result = fit(
+            model,
+            train_set,
+            Collate(len(answers)),
+            loss_fn,
+            evaluate,
+            select,
+            train,
+            ctx,
+            extra,
+            log=log,
+            metric_names=names,
+        )
     finally:
         distributed.shutdown()
     if export and ctx.is_main:
@@ -202,9 +224,11 @@ def evaluate_vqa(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     data_dir = Path(data_dir)
     net, vocab, answers, encoder, state = load_vqa(checkpoint, device)
+    check_encoder_fit(resolve_checkpoint(checkpoint), "VQA", net.config.grid, net.config.encoder_dim, encoder)
     prepared, records = split_records(data_dir, VQA, split)
     metric = _metric(prepared)
     cache = FeatureCache.for_data(data_dir, encoder)
+    skipped = set(cache.require([r["image"] for r in records], f"split {split!r}"))
     started = time.perf_counter()
     summary, answered = answer_split(net, cache, records, vocab, answers, metric, batch_size, device)
     result = {
@@ -214,6 +238,9 @@ def evaluate_vqa(
         "metric": metric,
         "questions": len(records),
         "answered": len(answered),
+        # images the data lists that were unreadable when the cache was built, and their questions
+        "skipped_images": len(skipped),
+        "skipped_questions": sum(r["image"] in skipped for r in records),
         "scored": summary["count"] if summary else 0,
         "seconds": round(time.perf_counter() - started, 2),
     }
