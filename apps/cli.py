@@ -2,13 +2,23 @@
 
 Each task registers its commands the same way (``cli_data``, ``cli_captioner``, ``cli_vqa``:
 ``register(groups)``), sharing the options of ``apps.options``; this module builds the parser
-from them, adds `attend app`, and runs a command. Every user-facing failure (an ``AttendError``)
-becomes one line on stderr, ``attend: error: ...``, and exit status 1; bad arguments exit 2 (argparse).
+from them, adds `attend app`, and runs a command. Every user-facing failure (an ``AttendError``,
+or an ``OSError`` about a named file) becomes one line on stderr, ``attend: error: ...``, and exit
+status 1; bad arguments exit 2 (argparse). A command may also return 1 itself after printing its
+own error lines (`attend caption` with some unusable images: the others are still captioned).
+
+``--device`` is checked here, once, for every command that takes it (``core.distributed.check_device``).
+
+A closed output pipe (``attend caption --json | head -1``) ends the command quietly with exit
+status 141, what the shell reports for a program that SIGPIPE stopped (128 + 13): no traceback,
+no "Exception ignored" message; stdout is pointed at /dev/null so that the interpreter's last
+flush cannot fail again.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
@@ -21,7 +31,7 @@ from .options import Groups, int_at_least
 def cmd_app(args: argparse.Namespace) -> None:
     from apps.app_logic import streamlit_command
 
-    command = streamlit_command(port=args.port, address=args.address)
+    command = streamlit_command(port=args.port, address=args.host)
     os.execvp(command[0], command)  # the server takes this process over (Ctrl-C stops it)
 
 
@@ -44,23 +54,71 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = top.add_parser("app", help="open the Streamlit app (shipped default models, no set-up)")
     p.add_argument("--port", type=int_at_least(1), help="port to serve on (default: Streamlit's 8501)")
-    p.add_argument("--address", help="address to listen on, e.g. 127.0.0.1 (default: all interfaces)")
+    p.add_argument(
+        "--host",
+        "--address",
+        dest="host",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="address to listen on (default: 127.0.0.1, this computer only; 0.0.0.0: every interface). "
+        "The browser only lets the app use the camera over https or on localhost",
+    )
     p.set_defaults(func=cmd_app)
     return parser
+
+
+BROKEN_PIPE_STATUS = 141  # 128 + SIGPIPE: what a shell reports for a tool stopped by a closed pipe
+# OSErrors that are about the machine, not the code, even when they name no file (a full disk
+# while writing a checkpoint): one line like those that name a file.
+_ENVIRONMENT_ERRNOS = {
+    getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "EIO") if hasattr(errno, name)
+}
+
+
+def _os_error_line(e: OSError) -> str:
+    """``path: reason`` of an OSError about a file, on one line."""
+    reason = (e.strerror or os.strerror(e.errno)) if e.errno else str(e)
+    if e.filename is not None:
+        where = e.filename if e.filename2 is None else f"{e.filename} -> {e.filename2}"
+        reason = f"{os.fsdecode(where)}: {reason}"
+    return " ".join(reason.split())
+
+
+def _quiet_stdout() -> None:
+    """After a closed pipe: send whatever is still buffered for stdout to /dev/null."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass  # stdout is not a real file (captured in a test): nothing will flush to the pipe
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.func(args)
+        if getattr(args, "device", None) is not None:
+            from core.distributed import check_device
+
+            args.device = check_device(args.device)
+        status = args.func(args) or 0
+        sys.stdout.flush()  # inside the try: a closed pipe shows here, not at interpreter exit
+    except BrokenPipeError:
+        _quiet_stdout()
+        return BROKEN_PIPE_STATUS
     except AttendError as e:
         print(f"attend: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        if e.filename is None and e.errno not in _ENVIRONMENT_ERRNOS:
+            raise  # not about a file the user named nor the machine: a bug, keep the traceback
+        print(f"attend: error: {_os_error_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("attend: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return status
 
 
 if __name__ == "__main__":

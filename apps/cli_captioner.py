@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from core.errors import AttendError
@@ -20,7 +21,9 @@ from .options import (
     add_int8,
     add_plain,
     add_train_args,
+    check_out_folder,
     encoder_config,
+    finite_float,
     int_at_least,
     log,
     model_overrides,
@@ -34,6 +37,7 @@ from .options import (
 def cmd_train_captioner(args: argparse.Namespace) -> None:
     from captioner.train import train_captioner
 
+    check_out_folder(args.out)
     overrides = model_overrides(args.set)
     if args.cell:
         overrides["cell"] = args.cell
@@ -60,6 +64,8 @@ def cmd_train_captioner(args: argparse.Namespace) -> None:
 def cmd_evaluate_captioner(args: argparse.Namespace) -> None:
     from captioner.train import evaluate_captioner
 
+    if args.out is not None:
+        check_out_folder(args.out)
     summary = evaluate_captioner(
         args.checkpoint,
         args.data,
@@ -76,17 +82,34 @@ def cmd_evaluate_captioner(args: argparse.Namespace) -> None:
     print_json(summary)
 
 
-def cmd_caption(args: argparse.Namespace) -> None:
+def cmd_caption(args: argparse.Namespace) -> int:
+    """Caption every usable image, in order; each unusable one gets its own error line on stderr
+    (``attend: error: NAME: reason``) and, with --json, ``{"image": NAME, "error": ...}`` on stdout in
+    its place; exit status 1 at the end if any image was unusable."""
     from captioner.inference import Captioner, save_attention
+    from core.images import ImageError
 
     if not args.images:
         raise AttendError("give at least one image")
+    if args.attention_out is not None:
+        check_out_folder(args.attention_out, "--attention-out")
     captioner = Captioner.load(args.checkpoint, device=args.device, int8=args.int8, fast=not args.plain)
-    results = captioner.caption([str(p) for p in args.images], beam_size=args.beam, batch_size=args.batch_size)
+    results = captioner.caption(
+        [str(p) for p in args.images], beam_size=args.beam, batch_size=args.batch_size, errors="return"
+    )
+    failed = 0
     for i, r in enumerate(results):
+        if isinstance(r, ImageError):
+            failed += 1
+            if args.json:
+                print(json.dumps({"image": r.name, "error": str(r)}))
+            sys.stdout.flush()  # keep stdout and stderr in input order on a terminal
+            print(f"attend: error: {r}", file=sys.stderr)
+            continue
         print(json.dumps(r.to_json()) if args.json else f"{r.name}\t{r.caption}")
         if args.attention_out:
             save_attention(r, args.attention_out / f"{i:04d}_{Path(r.name).stem}_attention.png")
+    return 1 if failed else 0
 
 
 # ---------------------------------------------------------------- bench
@@ -179,7 +202,7 @@ def register(groups: Groups) -> None:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--split", default="test")
     p.add_argument("--beam", type=int_at_least(1), default=3)
-    p.add_argument("--length-penalty", type=float, default=0.0)
+    p.add_argument("--length-penalty", type=finite_float(), default=0.0)
     p.add_argument("--out", type=Path, help="write metrics_SPLIT.json and captions_SPLIT_results.json here")
     p.add_argument("--examples", action="store_true", help="include example errors in the output")
     add_device(p)
@@ -227,7 +250,12 @@ def register(groups: Groups) -> None:
     add_checkpoint(p, "captioner", type=Path, what="a captioner checkpoint file")
     p.add_argument("--beam", type=int_at_least(1), default=3)
     p.add_argument("--batch-size", type=int_at_least(1), default=16)
-    p.add_argument("--json", action="store_true", help="one JSON object per image: caption, tokens, attention, grid")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per image: caption, tokens, attention, grid "
+        '(an unusable image: {"image": NAME, "error": MESSAGE}, as well as the error line on stderr)',
+    )
     p.add_argument("--attention-out", type=Path, metavar="DIR", help="write a PNG per image with every word's map")
     add_device(p)
     add_int8(p)

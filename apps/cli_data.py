@@ -11,7 +11,17 @@ from pathlib import Path
 
 from core.errors import AttendError
 
-from .options import DEFAULT_DATA, Groups, add_device, add_encoder_args, encoder_config, int_at_least, log, print_json
+from .options import (
+    DEFAULT_DATA,
+    Groups,
+    add_device,
+    add_encoder_args,
+    check_out_folder,
+    encoder_config,
+    int_at_least,
+    log,
+    print_json,
+)
 
 # ---------------------------------------------------------------- prepare
 
@@ -19,6 +29,7 @@ from .options import DEFAULT_DATA, Groups, add_device, add_encoder_args, encoder
 def cmd_prepare_scenes(args: argparse.Namespace) -> None:
     from data_prep.scenes import generate_scenes
 
+    check_out_folder(args.out)
     counts = {"train": args.train, "val": args.val, "test": args.test}
     print_json(generate_scenes(args.out, seed=args.seed, counts=counts, workers=args.workers))
 
@@ -26,6 +37,7 @@ def cmd_prepare_scenes(args: argparse.Namespace) -> None:
 def cmd_prepare_coco(args: argparse.Namespace) -> None:
     from data_prep import coco
 
+    check_out_folder(args.out)
     if args.karpathy:
         if not args.images:
             raise AttendError("--karpathy needs --images (the folder holding train2014/ and val2014/)")
@@ -47,6 +59,7 @@ def cmd_prepare_coco(args: argparse.Namespace) -> None:
 def cmd_prepare_vqa(args: argparse.Namespace) -> None:
     from data_prep.vqa_v2 import prepare_vqa
 
+    check_out_folder(args.out)
     splits = {}
     for spec in args.split:
         name, _, rest = spec.partition("=")
@@ -66,6 +79,7 @@ def cmd_prepare_vqa(args: argparse.Namespace) -> None:
 def cmd_prepare_easy_vqa(args: argparse.Namespace) -> None:
     from data_prep.easy_vqa import prepare_easy_vqa
 
+    check_out_folder(args.out)
     print_json(prepare_easy_vqa(args.out))
 
 
@@ -76,6 +90,7 @@ def cmd_features(args: argparse.Namespace) -> None:
     from core import distributed
     from core.features import write_features
 
+    check_out_folder(args.data, "--data")  # the feature cache is written inside it
     ctx = distributed.init(args.device)
     try:
         summary = write_features(

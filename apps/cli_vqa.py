@@ -16,6 +16,7 @@ from .options import (
     add_checkpoint,
     add_device,
     add_train_args,
+    check_out_folder,
     encoder_config,
     int_at_least,
     log,
@@ -30,6 +31,7 @@ from .options import (
 def cmd_train_vqa(args: argparse.Namespace) -> None:
     from vqa.train import train_vqa
 
+    check_out_folder(args.out)
     overrides = model_overrides(args.set)
     if args.glimpses is not None:
         overrides["glimpses"] = args.glimpses
@@ -40,6 +42,7 @@ def cmd_train_vqa(args: argparse.Namespace) -> None:
         train_config(args),
         encoder=encoder_config(args),
         val_limit=args.val_limit,
+        select=args.select,
         device=args.device,
         export=args.export,
         log=log,
@@ -50,6 +53,8 @@ def cmd_train_vqa(args: argparse.Namespace) -> None:
 def cmd_evaluate_vqa(args: argparse.Namespace) -> None:
     from vqa.train import evaluate_vqa
 
+    if args.out is not None:
+        check_out_folder(args.out)
     print_json(
         evaluate_vqa(
             args.checkpoint, args.data, split=args.split, out=args.out, device=args.device, batch_size=args.batch_size
@@ -110,6 +115,11 @@ def register(groups: Groups) -> None:
     add_train_args(p, epochs=15, batch_size=16, lr=1e-3)
     p.add_argument("--glimpses", type=int_at_least(1), help="attention glimpses (default 2)")
     p.add_argument("--val-limit", type=int_at_least(1), default=5000, help="validation questions answered per epoch")
+    p.add_argument(
+        "--select",
+        default="accuracy",
+        help="validation metric that picks best.pt: accuracy, or type_TYPE for one question type (e.g. type_count)",
+    )
     p.add_argument("--export", type=Path, help="also write best.pt as a float16 shippable checkpoint here")
     p.set_defaults(func=cmd_train_vqa)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,6 +72,26 @@ def int_at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
+def finite_float(low: float | None = None, high: float | None = None) -> Callable[[str], float]:
+    """An argparse type: a finite number (no nan, no inf) within ``low``..``high`` inclusive, where
+    given (a bad value is argparse's usage error, exit 2)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if low is not None and value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low:g}, got {text}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high:g}, got {text}")
+        return value
+
+    return parse
+
+
 def model_overrides(pairs: list[str] | None) -> dict:
     """--set name=value pairs -> a dict of typed values (ints, floats, booleans, strings)."""
     overrides = {}
@@ -86,6 +108,24 @@ def model_overrides(pairs: list[str] | None) -> dict:
                 pass
         overrides[name.replace("-", "_")] = value
     return overrides
+
+
+def check_out_folder(path: Path, flag: str = "--out") -> None:
+    """Refuse, in one line and before any work, an output folder that cannot be made or written:
+    ``path`` (or the nearest part of it that exists) is a file, or is not writable. Creates nothing."""
+    path = Path(path)
+    existing = path
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        if existing == path:
+            raise AttendError(f"{flag} {path}: is a file, not a folder")
+        raise AttendError(f"{flag} {path}: cannot make this folder: {existing} is a file, not a folder")
+    if not existing.exists():  # a dangling link on the way
+        raise AttendError(f"{flag} {path}: cannot make this folder: {existing} is a broken link")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "folder is not writable" if existing == path else f"cannot make this folder: {existing} is not writable"
+        raise AttendError(f"{flag} {path}: {what}")
 
 
 # ---------------------------------------------------------------- shared options
@@ -114,7 +154,8 @@ def add_checkpoint(
 
 
 def add_device(p: argparse.ArgumentParser, default: str = "cuda when present") -> None:
-    p.add_argument("--device", help=f"cpu or cuda (default: {default})")
+    """``--device``; ``apps.cli.main`` checks it once for every command (``core.distributed.check_device``)."""
+    p.add_argument("--device", help=f"cpu, cuda or cuda:N (default: {default})")
 
 
 def add_int8(p: argparse.ArgumentParser) -> None:
@@ -153,9 +194,9 @@ def add_train_args(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr:
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, metrics.jsonl, metrics.png")
     p.add_argument("--epochs", type=int_at_least(1), default=epochs)
     p.add_argument("--batch-size", type=int_at_least(1), default=batch_size)
-    p.add_argument("--lr", type=float, default=lr)
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--grad-clip", type=float, default=5.0)
+    p.add_argument("--lr", type=finite_float(0.0), default=lr, help=f"peak learning rate (default {lr:g})")
+    p.add_argument("--weight-decay", type=finite_float(0.0), default=0.0)
+    p.add_argument("--grad-clip", type=finite_float(0.0), default=5.0, help="gradient norm limit (0: no clipping)")
     p.add_argument("--warmup", type=int_at_least(0), default=100, help="warm-up steps")
     p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")
     p.add_argument("--seed", type=int, default=0)

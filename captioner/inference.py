@@ -9,11 +9,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core.checkpoint import check_encoder_fit
 from core.encoder import ImageEncoder
-from core.images import load_image, resize_for_model, to_tensor
+from core.images import ImageError, load_image, resize_for_model, to_tensor
 from core.vocab import Vocab
 
-from .checkpoint import load_captioner, resolve_checkpoint
+from .checkpoint import KIND, load_captioner, resolve_checkpoint
 from .decode import Decoder, decode
 
 
@@ -62,6 +63,7 @@ class Captioner:
         device = torch.device(device or ("cpu" if int8 or not torch.cuda.is_available() else "cuda"))
         path = resolve_checkpoint(checkpoint)
         decoder, vocab, encoder_config, state = load_captioner(path, device, int8=int8, fast=fast)
+        check_encoder_fit(path, KIND, decoder.config.grid, decoder.config.encoder_dim, encoder_config)
         return cls(decoder, vocab, ImageEncoder(encoder_config).to(device), state, device, path)
 
     @torch.inference_mode()
@@ -72,25 +74,39 @@ class Captioner:
         batch_size: int = 16,
         names: list[str] | None = None,
         length_penalty: float = 0.0,
-    ) -> list[CaptionResult]:
+        errors: str = "raise",
+    ) -> list[CaptionResult] | list[CaptionResult | ImageError]:
         """Caption images given as paths, bytes, file objects or PIL images, in batches.
 
-        A bad image raises ``ImageError`` (one line naming it) before any work is done.
+        ``errors="raise"`` (the default): a bad image raises ``ImageError`` (one line naming it)
+        before any work is done. ``errors="return"``: every image is read first as well, but a bad
+        one gives its ``ImageError`` in its place in the returned list and the good ones are still
+        captioned (what `attend caption` uses for a mixed batch).
         """
+        if errors not in ("raise", "return"):
+            raise ValueError(f'errors must be "raise" or "return", got {errors!r}')
         names = names or [
             str(getattr(s, "name", s if isinstance(s, (str, Path)) else f"image {i}")) for i, s in enumerate(sources)
         ]
         size = self.encoder.config.image_size
-        seen = [resize_for_model(load_image(s, name=n), size) for s, n in zip(sources, names)]
-        results = []
-        for start in range(0, len(seen), batch_size):
-            chunk = seen[start : start + batch_size]
-            x = torch.stack([to_tensor(im, size, self.encoder.mean, self.encoder.std) for im in chunk])
+        loaded: list[Image.Image | ImageError] = []
+        for s, n in zip(sources, names):
+            try:
+                loaded.append(resize_for_model(load_image(s, name=n), size))
+            except ImageError as e:
+                if errors == "raise":
+                    raise
+                loaded.append(e)
+        good = [i for i, im in enumerate(loaded) if not isinstance(im, ImageError)]
+        results: list[CaptionResult | ImageError] = list(loaded)  # type: ignore[arg-type]
+        for start in range(0, len(good), batch_size):
+            chunk = good[start : start + batch_size]
+            x = torch.stack([to_tensor(loaded[j], size, self.encoder.mean, self.encoder.std) for j in chunk])
             features, (h, w) = self.encoder(x.to(self.device))  # (B, P, D)
-            for i, d in enumerate(decode(self.decoder, features, beam_size=beam_size, length_penalty=length_penalty)):
+            for j, d in zip(chunk, decode(self.decoder, features, beam_size=beam_size, length_penalty=length_penalty)):
                 tokens = self.vocab.decode(d.ids)
                 attention = None if d.alphas is None else d.alphas.float().reshape(-1, h, w).numpy()
-                results.append(CaptionResult(names[start + i], " ".join(tokens), tokens, attention, (h, w), chunk[i]))
+                results[j] = CaptionResult(names[j], " ".join(tokens), tokens, attention, (h, w), loaded[j])
         return results
 
 

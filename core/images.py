@@ -1,7 +1,7 @@
 """The one image loader and eval transform shared by training, evaluation, the CLI and the app.
 
-Every bad input (missing, empty, not an image, truncated, absurdly large) becomes an
-``ImageError`` with a one-line "<name>: <reason>" message; every good one becomes a fully
+Every bad input (missing, empty, not a regular file, not an image, truncated, absurdly large)
+becomes an ``ImageError`` with a one-line "<name>: <reason>" message; every good one becomes a fully
 decoded 8-bit RGB image, with phone rotation applied and transparency put on white.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import io
 import os
 import re
+import stat
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,12 @@ from core.errors import AttendError
 # decoding, so a small file declaring a huge canvas never allocates it. Below Pillow's
 # own bomb threshold (~89 MP), so our clear message is the one users normally see.
 MAX_PIXELS = 64_000_000
+
+# Documented limit: 256 MiB per image file (or bytes / file object), checked before reading, so
+# that a huge file, /dev/zero or a stream that never ends costs neither memory nor time. Far above
+# any real photo (a 100-megapixel JPEG is ~50 MB) and above an uncompressed 8-bit RGB picture at
+# MAX_PIXELS (192 MB), so a file this large can only fail the pixel limit anyway.
+MAX_FILE_BYTES = 256 * 1024 * 1024
 
 _ALPHA_MODES = {"RGBA", "LA", "PA", "La", "RGBa"}
 
@@ -53,30 +59,92 @@ def _bomb(name: str, exc: Exception) -> ImageError:
     return ImageError(name, f"image too large ({size}limit is {limit} megapixels)")
 
 
+def _size(n: int) -> str:
+    if n >= 2**30:
+        return f"{n / 2**30:.1f} GiB"
+    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n} bytes"
+
+
+def _too_big(name: str, size: int | None) -> ImageError:
+    limit = _size(MAX_FILE_BYTES)
+    if size is None:  # a stream: only known to be longer than the limit
+        return ImageError(name, f"file too large (more than the limit of {limit} per image)")
+    return ImageError(name, f"file too large ({_size(size)}; limit is {limit} per image)")
+
+
+_KINDS = (
+    (stat.S_ISDIR, "is a directory, not an image file"),
+    (stat.S_ISFIFO, "is a pipe (FIFO), not a regular file"),
+    (stat.S_ISCHR, "is a character device, not a regular file"),
+    (stat.S_ISBLK, "is a block device, not a regular file"),
+    (stat.S_ISSOCK, "is a socket, not a regular file"),
+)
+
+
+def _not_regular(name: str, mode: int) -> ImageError:
+    for test, reason in _KINDS:
+        if test(mode):
+            return ImageError(name, reason)
+    return ImageError(name, "not a regular file")
+
+
+def _read_path(path: str | os.PathLike, name: str) -> bytes:
+    """The bytes of a regular file of at most MAX_FILE_BYTES. Checked with stat() BEFORE opening (opening
+    a FIFO waits for a writer; a device never ends), opened non-blocking and checked again on the open
+    handle (the path may have changed in between), then read with the cap + 1 as the limit."""
+    try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise ImageError(name, "no such file") from None
+    except OSError as exc:
+        raise ImageError(name, f"cannot read file ({exc.strerror or exc})") from None
+    except ValueError as exc:  # an embedded NUL byte
+        raise ImageError(name, f"not a usable path ({exc})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise _not_regular(name, info.st_mode)
+    if info.st_size > MAX_FILE_BYTES:
+        raise _too_big(name, info.st_size)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise ImageError(name, f"cannot read file ({exc.strerror or exc})") from None
+    try:
+        with os.fdopen(fd, "rb") as f:  # whole file: no handle stays open behind the image
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise _not_regular(name, info.st_mode)
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ImageError(name, f"cannot read file ({exc.strerror or exc})") from None
+    if len(data) > MAX_FILE_BYTES:  # it grew after stat()
+        raise _too_big(name, None)
+    return data
+
+
 def _read_source(source: Any, name: str | None) -> tuple[Any, str]:
     """Turn a path / bytes / file-like into something Image.open accepts, plus a name."""
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
         name = name or str(source)
-        if not path.exists():
-            raise ImageError(name, "no such file")
-        if path.is_dir():
-            raise ImageError(name, "is a directory, not an image file")
-        try:
-            data = path.read_bytes()  # whole file: no handle stays open behind the image
-        except OSError as exc:
-            raise ImageError(name, f"cannot read file ({exc.strerror or exc})") from None
+        data = _read_path(source, name)
     elif isinstance(source, (bytes, bytearray, memoryview)):
         name = name or "<bytes>"
+        if memoryview(source).nbytes > MAX_FILE_BYTES:
+            raise _too_big(name, memoryview(source).nbytes)
         data = bytes(source)
     elif hasattr(source, "read"):
         given = getattr(source, "name", None)
         name = name or (given if isinstance(given, str) and given else "<file>")
         # Streamlit's UploadedFile: read() is empty after an earlier read on a rerun,
-        # getvalue() always returns the whole upload.
-        data = source.getvalue() if hasattr(source, "getvalue") else source.read()
+        # getvalue() always returns the whole upload (already in memory: only its size is checked).
+        try:
+            data = source.getvalue() if hasattr(source, "getvalue") else source.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise ImageError(name, f"cannot read file ({exc.strerror or exc})") from None
         if not isinstance(data, (bytes, bytearray)):
             raise ImageError(name, "file object did not return bytes (open it in binary mode)")
+        if len(data) > MAX_FILE_BYTES:
+            raise _too_big(name, len(data) if hasattr(source, "getvalue") else None)
     else:
         raise TypeError(f"load_image: unsupported source type {type(source).__name__}")
     if len(data) == 0:

@@ -51,13 +51,28 @@ def test_caption_bad_image(tiny_captioner, bad_images, capsys, kind, reason):
     assert str(bad_images[kind]) in line and reason in line
 
 
-def test_caption_checks_every_image_before_printing_any(tiny_captioner, scenes_dir, bad_images, capsys):
-    good = scenes_dir / "images" / "train" / "000000000000.png"
-    line = _error_line(capsys, ["caption", good, bad_images["text"], "--checkpoint", tiny_captioner])
-    assert "notes.jpg" in line  # and _error_line checked that nothing reached stdout
+def test_caption_mixed_batch_captions_the_good_images_and_names_each_bad_one(
+    tiny_captioner, scenes_dir, bad_images, capsys
+):
+    """One unusable image no longer costs the others their captions: every good one is printed in
+    order, each bad one gets its own error line, and the exit status is 1 at the end."""
+    good = sorted((scenes_dir / "images" / "train").glob("*.png"))[:2]
+    argv = ["caption", good[0], bad_images["text"], good[1], bad_images["missing"], "--checkpoint", tiny_captioner]
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert code == 1 and "Traceback" not in err
+    assert [line.split("\t")[0] for line in out.splitlines()] == [str(good[0]), str(good[1])]
+    assert all(line.split("\t")[1] for line in out.splitlines())  # a caption each
+    errors = err.splitlines()
+    assert len(errors) == 2 and all(line.startswith("attend: error: ") for line in errors)
+    assert f"{bad_images['text']}: not an image file" in errors[0]
+    assert f"{bad_images['missing']}: no such file" in errors[1]
 
 
-def test_int8_on_cuda_is_refused(tiny_captioner, scenes_dir, capsys):
+def test_int8_on_cuda_is_refused(tiny_captioner, scenes_dir, capsys, monkeypatch):
+    if not torch.cuda.is_available():  # past the --device check: the int8 refusal is what is tested
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     good = scenes_dir / "images" / "train" / "000000000000.png"
     line = _error_line(capsys, ["caption", good, "--checkpoint", tiny_captioner, "--int8", "--device", "cuda"])
     assert "CPU only" in line

@@ -21,11 +21,12 @@ from typing import Any
 
 import torch
 
+from core.checkpoint import check_encoder_fit
 from core.encoder import ImageEncoder
 from core.errors import AttendError
 from core.vocab import tokenize
 
-from .checkpoint import load_vqa
+from .checkpoint import load_vqa, resolve_checkpoint
 from .data import MAX_QUESTION_TOKENS, pad_questions, question_ids
 
 ENCODE_BATCH = 32
@@ -48,6 +49,9 @@ class Answerer:
         """``checkpoint``: a path, ``"scenes"`` or ``"easy-vqa"`` (the shipped models); None = scenes."""
         device = torch.device(device)
         net, vocab, answers, encoder_config, state = load_vqa(checkpoint, device)
+        check_encoder_fit(
+            resolve_checkpoint(checkpoint), "VQA", net.config.grid, net.config.encoder_dim, encoder_config
+        )
         encoder = ImageEncoder(encoder_config).to(device)
         return cls(net, vocab, answers, encoder, state, device)
 
