@@ -13,14 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
+import test_browser
 from PIL import Image
 
 from apps import app_logic as logic
@@ -80,39 +79,8 @@ def big_pngs(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-@pytest.fixture
-def server(tmp_path):
-    from test_browser import free_port, models
-
-    env_models, label = models(tmp_path)
-    port = free_port()
-    log = (tmp_path / "server.log").open("w")
-    command = logic.streamlit_command(port=port, address="127.0.0.1")
-    process = subprocess.Popen(
-        command, cwd=ROOT, env={**os.environ, **env_models}, stdout=log, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not start:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.2)
-        yield url, process, label
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+# The real app server on loopback: the browser test's fixture.
+server = test_browser.server
 
 
 def test_four_sessions_uploading_huge_pngs_keep_the_server_small(server, tmp_path):
