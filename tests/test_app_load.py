@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import test_browser
 from PIL import Image
 
 from apps import app_logic as logic
+
+import test_browser
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,6 +86,7 @@ server = test_browser.server
 
 def test_four_sessions_uploading_huge_pngs_keep_the_server_small(server, tmp_path):
     from playwright.sync_api import sync_playwright
+
     from test_browser import CHROMIUM_ARGS, VIEWPORT
 
     started = time.monotonic()

@@ -21,11 +21,12 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from apps.cli import main
 from captioner.inference import Captioner
 from captioner.metrics import bleu, coco_metrics
 from core.checkpoint import load_checkpoint
 from core.overlay import heatmap, normalise_map
+
+from cli_helpers import one_line_error, run_cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 COLOURS = {"red": (210, 40, 40), "blue": (40, 60, 210), "green": (40, 160, 60)}
@@ -95,25 +96,12 @@ def _coco_split(root: Path, subtype: str, ids: list[int], first_annotation_id: i
     return path, folder
 
 
-def _run(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _one_line_error(code: int, err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 1 and len(lines) == 1 and lines[0].startswith("attend: error:"), err
-    assert "Traceback" not in err
-    return lines[0]
-
-
 def test_coco_prepare_features_train_evaluate_resume(tmp_path, capsys, one_thread):
     raw, data, run = tmp_path / "coco", tmp_path / "prepared", tmp_path / "run"
     train_json, train_dir = _coco_split(raw, "train2014", TRAIN_IDS, 1000)
     val_json, val_dir = _coco_split(raw, "val2014", VAL_IDS, 9000)
 
-    code, out, err = _run(
+    code, out, err = run_cli(
         capsys,
         "prepare",
         "coco",
@@ -127,7 +115,7 @@ def test_coco_prepare_features_train_evaluate_resume(tmp_path, capsys, one_threa
     summary = json.loads(out)
     assert summary["images"] == {"train": 12, "val": 4} and summary["captions"] == {"train": 60, "val": 20}
 
-    code, out, err = _run(capsys, "features", "--data", data, "--no-compile")
+    code, out, err = run_cli(capsys, "features", "--data", data, "--no-compile")
     assert code == 0, err
     features = json.loads(out)
     assert features["encoded"] == 16 and features["skipped"] == 0
@@ -148,7 +136,7 @@ def test_coco_prepare_features_train_evaluate_resume(tmp_path, capsys, one_threa
         "embed_dim=16",
         "attention_dim=16",
     ]
-    code, out, err = _run(capsys, *train_args, "--epochs", "1")
+    code, out, err = run_cli(capsys, *train_args, "--epochs", "1")
     assert code == 0, err
     assert json.loads(out)["checkpoint"] == str(run / "best.pt")
     lines = (run / "metrics.jsonl").read_text().splitlines()
@@ -159,7 +147,7 @@ def test_coco_prepare_features_train_evaluate_resume(tmp_path, capsys, one_threa
     checkpoint = load_checkpoint(run / "best.pt", "captioner")
     assert checkpoint["config"]["hidden_dim"] == 32 and checkpoint["encoder"]["image_size"] == 224
 
-    code, out, err = _run(
+    code, out, err = run_cli(
         capsys,
         "evaluate",
         "captioner",
@@ -200,11 +188,11 @@ def test_coco_prepare_features_train_evaluate_resume(tmp_path, capsys, one_threa
 
     # An existing run folder without --resume: one line, exit 1, nothing changed.
     before = (run / "metrics.jsonl").read_bytes()
-    code, out, err = _run(capsys, *train_args, "--epochs", "2")
-    assert "--resume" in _one_line_error(code, err)
+    code, out, err = run_cli(capsys, *train_args, "--epochs", "2")
+    assert "--resume" in one_line_error(code, err)
     assert (run / "metrics.jsonl").read_bytes() == before
 
-    code, out, err = _run(capsys, *train_args, "--epochs", "2", "--resume")
+    code, out, err = run_cli(capsys, *train_args, "--epochs", "2", "--resume")
     assert code == 0, err
     assert "resumed" in err and "epoch 2" in err
     lines = (run / "metrics.jsonl").read_text().splitlines()
@@ -229,7 +217,7 @@ def test_init_fine_tunes_from_a_checkpoint_with_changed_options(
     run = tmp_path / "ft"
     # lr 0: the weights cannot move, so the run's checkpoint holds exactly what --init loaded
     # (a freshly initialised model would not match tiny's trained weights).
-    code, out, err = _run(
+    code, out, err = run_cli(
         capsys,
         "train",
         "captioner",
@@ -261,18 +249,18 @@ def test_init_fine_tunes_from_a_checkpoint_with_changed_options(
     assert first["train_reg"] > 0  # the new alpha_c is the one trained with
 
     common = ["train", "captioner", "--data", scenes_dir, "--epochs", "1", "--init"]
-    code, _, err = _run(capsys, *common, tiny_captioner, "--out", tmp_path / "a", "--set", "hidden_dim=64")
-    assert "changes the model's shape" in _one_line_error(code, err)
-    code, _, err = _run(capsys, *common, tiny_captioner, "--out", tmp_path / "b", "--image-size", "448")
-    assert "efficientnet-lite0-224" in _one_line_error(code, err)
-    code, _, err = _run(capsys, *common, tmp_path / "missing.pt", "--out", tmp_path / "c")
-    _one_line_error(code, err)
+    code, _, err = run_cli(capsys, *common, tiny_captioner, "--out", tmp_path / "a", "--set", "hidden_dim=64")
+    assert "changes the model's shape" in one_line_error(code, err)
+    code, _, err = run_cli(capsys, *common, tiny_captioner, "--out", tmp_path / "b", "--image-size", "448")
+    assert "efficientnet-lite0-224" in one_line_error(code, err)
+    code, _, err = run_cli(capsys, *common, tmp_path / "missing.pt", "--out", tmp_path / "c")
+    one_line_error(code, err)
     prepared["vocab"]["itos"].append("zebra")  # a word the checkpoint cannot write
     (data / "captions.json").write_text(json.dumps(prepared))
-    code, _, err = _run(
+    code, _, err = run_cli(
         capsys, "train", "captioner", "--data", data, "--epochs", "1", "--init", tiny_captioner, "--out", tmp_path / "d"
     )
-    assert "zebra" in _one_line_error(code, err)
+    assert "zebra" in one_line_error(code, err)
     assert not any((tmp_path / d).exists() for d in "abcd")
 
 
@@ -418,7 +406,7 @@ def test_caption_json_batched_in_input_order_with_attention_pngs(
         folder / "test" / "000000000009.png",
     ]  # not in sorted order
     pngs = tmp_path / "maps"
-    code, out, err = _run(
+    code, out, err = run_cli(
         capsys,
         "caption",
         *images,

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from apps import options
-from apps.cli import build_parser, main
+from apps.cli import build_parser
 from captioner.checkpoint import SHIPPED as CAPTIONER_SHIPPED
 from captioner.inference import Captioner, CaptionResult, save_attention
 from core.errors import AttendError
@@ -23,6 +23,8 @@ from core.overlay import overlay_sheet
 from data_prep.scenes import make_scene
 from vqa.checkpoint import SHIPPED as VQA_SHIPPED
 from vqa.inference import Answerer, ask_file, read_questions
+
+from cli_helpers import cli_error, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -34,19 +36,6 @@ needs_shipped = pytest.mark.skipif(
     ),
     reason="shipped models missing",
 )
-
-
-def _run(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _one_line_error(capsys, *argv) -> str:
-    code, out, err = _run(capsys, *argv)
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 1 and out == "" and len(lines) == 1 and lines[0].startswith("attend: error: "), (code, out, err)
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +150,7 @@ def test_caption_by_shipped_name_and_plain_give_the_shipped_models_captions(scen
     reference = Captioner.load(CAPTIONER_SHIPPED["scenes"], device="cpu").caption([str(p) for p in scene_images])
     assert all(r.tokens for r in reference)
 
-    code, out, err = _run(capsys, "caption", *scene_images, "--checkpoint", "scenes", "--json", "--device", "cpu")
+    code, out, err = run_cli(capsys, "caption", *scene_images, "--checkpoint", "scenes", "--json", "--device", "cpu")
     assert code == 0, err
     fast = [json.loads(line) for line in out.splitlines()]
     assert [r["tokens"] for r in fast] == [r.tokens for r in reference]
@@ -177,7 +166,7 @@ def test_caption_by_shipped_name_and_plain_give_the_shipped_models_captions(scen
         return captioner
 
     monkeypatch.setattr(Captioner, "load", classmethod(spy))
-    code, out, err = _run(
+    code, out, err = run_cli(
         capsys, "caption", *scene_images, "--checkpoint", "scenes", "--json", "--device", "cpu", "--plain"
     )
     assert code == 0, err
@@ -209,7 +198,7 @@ def test_evaluate_captioner_by_shipped_name_fast_and_plain(tmp_path, capsys):
         return {k: v for k, v in summary.items() if k not in ("checkpoint", "seconds")}
 
     for extra in ([], ["--plain"]):
-        code, out, err = _run(
+        code, out, err = run_cli(
             capsys,
             "evaluate",
             "captioner",
@@ -238,7 +227,7 @@ def test_ask_by_shipped_name_uses_that_model(capsys):
     reference = Answerer.load(VQA_SHIPPED["easy-vqa"])
     right = 0
     for question, answer in zip(questions, answers):
-        code, out, err = _run(capsys, "ask", image, question, "--checkpoint", "easy-vqa", "--json", "--top-k", "20")
+        code, out, err = run_cli(capsys, "ask", image, question, "--checkpoint", "easy-vqa", "--json", "--top-k", "20")
         assert code == 0, err
         result = json.loads(out)
         assert {a for a, _ in result["top_k"]} == set(easy_vqa.get_answers())  # easy-VQA's answers, not the scenes'
@@ -258,12 +247,12 @@ def test_ask_by_shipped_name_uses_that_model(capsys):
 )
 def test_unknown_model_name_is_one_line_checkpoint_not_found(tmp_path, monkeypatch, capsys, argv):
     monkeypatch.chdir(tmp_path)  # so that no file of that name exists
-    assert _one_line_error(capsys, *argv) == "attend: error: no-such-model: checkpoint not found"
+    assert cli_error(capsys, *argv) == "attend: error: no-such-model: checkpoint not found"
 
 
 def test_train_init_with_an_unknown_model_name(scenes_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    line = _one_line_error(
+    line = cli_error(
         capsys, "train", "captioner", "--data", scenes_dir, "--out", tmp_path / "run", "--init", "no-such-model"
     )
     assert line == "attend: error: no-such-model: checkpoint not found"
@@ -271,7 +260,7 @@ def test_train_init_with_an_unknown_model_name(scenes_dir, tmp_path, monkeypatch
 
 
 def test_int8_with_plain_is_refused_in_one_line(tiny_captioner, scene_images, capsys):
-    line = _one_line_error(capsys, "caption", scene_images[0], "--checkpoint", tiny_captioner, "--int8", "--plain")
+    line = cli_error(capsys, "caption", scene_images[0], "--checkpoint", tiny_captioner, "--int8", "--plain")
     assert "drop --int8 or --plain" in line
 
 
@@ -312,7 +301,7 @@ def test_ask_file_aligns_results_with_line_numbers_as_the_cli_prints_them(scene_
         (r["line"], r.get("answer"), r.get("error")) for r in results
     ]
 
-    code, out, err = _run(capsys, "ask", "--questions", jsonl, "--top-k", "2")
+    code, out, err = run_cli(capsys, "ask", "--questions", jsonl, "--top-k", "2")
     assert code == 0, err
     assert [json.loads(line) for line in out.splitlines()] == json.loads(json.dumps(results))
 

@@ -18,9 +18,7 @@ from core.features import RELEASE_BYTES, EncoderRunner, FeatureCache, cache_dir,
 from core.images import load_tensor
 from core.prepared import image_paths
 
-
-def _quiet(_message: str) -> None:
-    pass
+from cli_helpers import quiet
 
 
 def _images(data_dir: Path, keys: list[str], size: int = 224) -> torch.Tensor:
@@ -197,7 +195,7 @@ def _truncate(path: Path) -> None:
 def test_cache_rows_equal_the_encoder_and_a_corrupt_image_is_skipped(scenes_copy, encoder):
     bad = "train/000000000003.png"
     _truncate(image_paths(scenes_copy)[bad])
-    summary = write_features(scenes_copy, shard_size=4, compile=False, workers=0, progress=False, log=_quiet)
+    summary = write_features(scenes_copy, shard_size=4, compile=False, workers=0, progress=False, log=quiet)
     assert summary["images"] == 10 and summary["encoded"] == 9 and summary["skipped"] == 1
 
     folder = cache_dir(scenes_copy, EncoderConfig())
@@ -241,13 +239,13 @@ def test_interrupted_write_leaves_no_partial_files_and_resumes(scenes_copy, monk
 
     monkeypatch.setattr(os, "fsync", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
-        write_features(scenes_copy, shard_size=4, compile=False, workers=0, progress=False, log=_quiet)
+        write_features(scenes_copy, shard_size=4, compile=False, workers=0, progress=False, log=quiet)
     monkeypatch.undo()
     left = sorted(p.name for p in folder.iterdir())
     assert left == ["shard_00000.json", "shard_00000.npy"], left  # no .tmp, no index, no half shard
     first = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
 
-    summary = write_features(scenes_copy, shard_size=4, compile=False, workers=0, progress=False, log=_quiet)
+    summary = write_features(scenes_copy, shard_size=4, compile=False, workers=0, progress=False, log=quiet)
     assert summary["encoded"] == 6  # shards 1 and 2 only; shard 0 (4 images) was kept
     assert {n: (folder / n).stat().st_mtime_ns for n in first} == first
     assert not list(folder.glob("*.tmp")) and not list(folder.glob(".*"))
@@ -256,7 +254,7 @@ def test_interrupted_write_leaves_no_partial_files_and_resumes(scenes_copy, monk
 
 def test_rerun_re_encodes_only_a_shard_without_its_json(scenes_copy):
     folder = cache_dir(scenes_copy, EncoderConfig())
-    write_features(scenes_copy, shard_size=4, compile=False, workers=0, progress=False, log=_quiet)
+    write_features(scenes_copy, shard_size=4, compile=False, workers=0, progress=False, log=quiet)
     before = FeatureCache(folder)
     rows = {k: np.array(before[k]) for k in ("train/000000000002.png", "train/000000000005.png")}
     names = sorted(p.name for p in folder.glob("shard_*"))
@@ -267,7 +265,7 @@ def test_rerun_re_encodes_only_a_shard_without_its_json(scenes_copy):
     (folder / "shard_00001.json").unlink()
     os.utime(folder / "shard_00001.npy", ns=(1, 1))  # so a rewrite is visible whatever the clock
     (folder / "index.json").unlink()
-    summary = write_features(scenes_copy, shard_size=4, compile=False, workers=0, progress=False, log=_quiet)
+    summary = write_features(scenes_copy, shard_size=4, compile=False, workers=0, progress=False, log=quiet)
     assert summary["encoded"] == 4 and summary["skipped"] == 0
     after = {n: (folder / n).stat().st_mtime_ns for n in names}
     for n in names:
@@ -283,7 +281,7 @@ def test_rerun_re_encodes_only_a_shard_without_its_json(scenes_copy):
         np.testing.assert_array_equal(cache[k], row)  # the same encoder gives the same bytes
 
     # Nothing left to do: a third run encodes nothing and changes no shard.
-    again = write_features(scenes_copy, shard_size=4, compile=False, workers=0, progress=False, log=_quiet)
+    again = write_features(scenes_copy, shard_size=4, compile=False, workers=0, progress=False, log=quiet)
     assert again["encoded"] == 0
     assert {n: (folder / n).stat().st_mtime_ns for n in names} == after
 

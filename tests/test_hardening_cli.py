@@ -33,22 +33,10 @@ from core.distributed import available_devices, check_device
 from core.errors import AttendError
 from core.images import MAX_FILE_BYTES, ImageError, load_image
 
+from cli_helpers import cli_error, run_cli
+
 ATTEND = Path(sys.executable).parent / "attend"  # the installed console script of this venv
 HAS_CUDA = torch.cuda.is_available()
-
-
-def _run(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _one_line_error(capsys, *argv) -> str:
-    code, out, err = _run(capsys, *argv)
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 1 and out == "" and "Traceback" not in err, (code, out, err)
-    assert len(lines) == 1 and lines[0].startswith("attend: error: "), err
-    return lines[0]
 
 
 def _usage_error(capsys, *argv) -> str:
@@ -93,7 +81,7 @@ def test_caption_errors_return_keeps_the_good_results_in_place(tiny_captioner, g
 
 def test_caption_cli_json_mixed_batch(tiny_captioner, good_images, not_an_image, tmp_path, capsys):
     maps = tmp_path / "maps"
-    code, out, err = _run(
+    code, out, err = run_cli(
         capsys,
         "caption",
         good_images[0],
@@ -124,7 +112,7 @@ def test_caption_cli_json_mixed_batch(tiny_captioner, good_images, not_an_image,
 
 
 def test_caption_cli_all_good_still_exits_0(tiny_captioner, good_images, capsys):
-    code, out, err = _run(capsys, "caption", *good_images[:2], "--checkpoint", tiny_captioner, "--beam", "2")
+    code, out, err = run_cli(capsys, "caption", *good_images[:2], "--checkpoint", tiny_captioner, "--beam", "2")
     assert code == 0 and err == "" and len(out.splitlines()) == 2
 
 
@@ -139,10 +127,10 @@ def a_file(tmp_path) -> Path:
 
 
 def test_attention_out_naming_a_file_or_a_path_under_one(tiny_captioner, good_images, a_file, capsys):
-    line = _one_line_error(capsys, "caption", good_images[0], "--checkpoint", tiny_captioner, "--attention-out", a_file)
+    line = cli_error(capsys, "caption", good_images[0], "--checkpoint", tiny_captioner, "--attention-out", a_file)
     assert line == f"attend: error: --attention-out {a_file}: is a file, not a folder"
     under = a_file / "maps"
-    line = _one_line_error(capsys, "caption", good_images[0], "--checkpoint", tiny_captioner, "--attention-out", under)
+    line = cli_error(capsys, "caption", good_images[0], "--checkpoint", tiny_captioner, "--attention-out", under)
     assert line == f"attend: error: --attention-out {under}: cannot make this folder: {a_file} is a file, not a folder"
 
 
@@ -159,13 +147,13 @@ def test_attention_out_naming_a_file_or_a_path_under_one(tiny_captioner, good_im
 @pytest.mark.parametrize("where", ["/dev/null/x", "file", "under-file"])
 def test_prepare_out_that_cannot_be_a_folder(capsys, a_file, argv, where):
     out = {"/dev/null/x": Path("/dev/null/x"), "file": a_file, "under-file": a_file / "a" / "b"}[where]
-    line = _one_line_error(capsys, *argv, "--out", out)
+    line = cli_error(capsys, *argv, "--out", out)
     assert line.startswith(f"attend: error: --out {out}: ") and "is a file, not a folder" in line
     assert a_file.read_text() == "a file\n"
 
 
 def test_features_data_folder_that_is_a_file(capsys, a_file):
-    line = _one_line_error(capsys, "features", "--data", a_file, "--no-compile")
+    line = cli_error(capsys, "features", "--data", a_file, "--no-compile")
     assert line == f"attend: error: --data {a_file}: is a file, not a folder"
 
 
@@ -175,9 +163,9 @@ def test_an_unwritable_out_folder_is_refused_before_any_work(tmp_path, capsys, m
     locked.mkdir()
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == locked else real_access(p, mode))
-    line = _one_line_error(capsys, "prepare", "easy-vqa", "--out", locked)
+    line = cli_error(capsys, "prepare", "easy-vqa", "--out", locked)
     assert line == f"attend: error: --out {locked}: folder is not writable"
-    line = _one_line_error(capsys, "prepare", "easy-vqa", "--out", locked / "new")
+    line = cli_error(capsys, "prepare", "easy-vqa", "--out", locked / "new")
     assert line == f"attend: error: --out {locked / 'new'}: cannot make this folder: {locked} is not writable"
     assert list(locked.iterdir()) == []
 
@@ -191,7 +179,7 @@ def test_oserror_naming_a_file_is_one_line(capsys, monkeypatch, tmp_path):
         raise OSError(28, "No space left on device", str(tmp_path / "x.json"))
 
     monkeypatch.setattr(cli_data, "cmd_prepare_easy_vqa", full_disk)
-    line = _one_line_error(capsys, "prepare", "easy-vqa", "--out", tmp_path)
+    line = cli_error(capsys, "prepare", "easy-vqa", "--out", tmp_path)
     assert line == f"attend: error: {tmp_path / 'x.json'}: No space left on device"
 
 
@@ -269,7 +257,7 @@ def test_the_device_table_lists_every_command_that_takes_device():
 @pytest.mark.parametrize("path", list(DEVICE_COMMANDS), ids=" ".join)
 def test_bogus_device_is_one_line_for_every_command(capsys, tmp_path, monkeypatch, path):
     monkeypatch.chdir(tmp_path)
-    line = _one_line_error(capsys, *DEVICE_COMMANDS[path], "--device", "bogus")
+    line = cli_error(capsys, *DEVICE_COMMANDS[path], "--device", "bogus")
     assert line == (
         "attend: error: --device 'bogus': not a device (use cpu, cuda or cuda:N; "
         f"available here: {', '.join(available_devices())})"
@@ -281,7 +269,7 @@ def test_bogus_device_is_one_line_for_every_command(capsys, tmp_path, monkeypatc
 @pytest.mark.parametrize("path", list(DEVICE_COMMANDS), ids=" ".join)
 def test_cuda_without_a_gpu_is_one_line_for_every_command(capsys, tmp_path, monkeypatch, path):
     monkeypatch.chdir(tmp_path)
-    line = _one_line_error(capsys, *DEVICE_COMMANDS[path], "--device", "cuda")
+    line = cli_error(capsys, *DEVICE_COMMANDS[path], "--device", "cuda")
     assert line == "attend: error: --device cuda: no CUDA GPU on this machine (available here: cpu)"
 
 
@@ -396,7 +384,7 @@ def test_fifo_is_refused_without_blocking(fifo, tmp_path):
 def test_fifo_in_attend_caption_is_one_line(tiny_captioner, fifo, capsys):
     outcome: list = []
     worker = threading.Thread(
-        target=lambda: outcome.append(_run(capsys, "caption", fifo, "--checkpoint", tiny_captioner)), daemon=True
+        target=lambda: outcome.append(run_cli(capsys, "caption", fifo, "--checkpoint", tiny_captioner)), daemon=True
     )
     worker.start()
     worker.join(60)

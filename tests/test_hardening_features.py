@@ -15,42 +15,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from apps.cli import main
 from core.encoder import EncoderConfig
 from core.errors import AttendError
 from core.features import FeatureCache, cache_dir, write_features
 from core.prepared import CAPTIONS, add_images, image_paths, read_prepared, write_prepared
 
+from cli_helpers import npy_data_offset, one_line_error, quiet, run_cli
+
 SMALL = EncoderConfig(image_size=64)  # a 2x2 grid: encoding and training take seconds
 TINY = ["hidden_dim=16", "embed_dim=8", "attention_dim=8"]
 
 
-def _data_offset(npy: Path) -> int:
-    """Where a .npy file's array data starts (after its header)."""
-    with open(npy, "rb") as f:
-        np.lib.format.read_magic(f)
-        np.lib.format.read_array_header_1_0(f)
-        return f.tell()
-
-
-def _quiet(_message: str) -> None:
-    pass
-
-
 def _features(data: Path, **kwargs) -> dict:
-    return write_features(data, SMALL, shard_size=4, compile=False, workers=0, progress=False, log=_quiet, **kwargs)
-
-
-def _run(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _one_line_error(code: int, err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 1 and len(lines) == 1 and lines[0].startswith("attend: error:"), err
-    return lines[0]
+    return write_features(data, SMALL, shard_size=4, compile=False, workers=0, progress=False, log=quiet, **kwargs)
 
 
 def _mtimes(folder: Path) -> dict[str, int]:
@@ -71,7 +48,7 @@ def small(scenes_copy) -> Path:
 
 
 def _train(capsys, data: Path, run: Path, *more) -> tuple[int, str, str]:
-    return _run(
+    return run_cli(
         capsys,
         "train",
         "captioner",
@@ -115,7 +92,7 @@ def test_a_truncated_shard_is_one_line_everywhere_and_features_repairs_it(small,
     for task, train in (("captioner", train_captioner), ("vqa", train_vqa)):
         runs[task] = tmp_path / task
         options = dict(hidden_dim=16, embed_dim=8, attention_dim=8)
-        train(small, runs[task], options, TrainConfig(str(runs[task]), epochs=1, batch_size=8), SMALL, log=_quiet)
+        train(small, runs[task], options, TrainConfig(str(runs[task]), epochs=1, batch_size=8), SMALL, log=quiet)
     folder = cache_dir(small, SMALL)
     shard = folder / "shard_00001.npy"
     data = shard.read_bytes()
@@ -127,13 +104,13 @@ def test_a_truncated_shard_is_one_line_everywhere_and_features_repairs_it(small,
         ["evaluate", "captioner", "--checkpoint", runs["captioner"] / "last.pt", "--data", small, "--split", "train"],
         ["evaluate", "vqa", "--checkpoint", runs["vqa"] / "last.pt", "--data", small, "--split", "train"],
     ):
-        line = _one_line_error(*_run(capsys, *argv)[::2])
+        line = one_line_error(*run_cli(capsys, *argv)[::2])
         assert "shard_00001" in line and "damaged feature shard" in line and f"`{command}`" in line, line
     assert not (tmp_path / "again").exists()
 
     # `attend features` rewrites exactly the damaged shard, then everything works again.
     before = _mtimes(folder)
-    code, out, err = _run(capsys, "features", "--data", small, "--image-size", "64", "--no-compile")
+    code, out, err = run_cli(capsys, "features", "--data", small, "--image-size", "64", "--no-compile")
     assert code == 0, err
     summary = json.loads(out)
     assert summary["encoded"] == 4 and summary["shards"] == {
@@ -145,7 +122,7 @@ def test_a_truncated_shard_is_one_line_everywhere_and_features_repairs_it(small,
     after = _mtimes(folder)
     assert {n for n in after if after[n] != before[n]} == {"shard_00001.npy", "shard_00001.json"}
     _assert_same_grids(shard, data)
-    code, out, err = _run(
+    code, out, err = run_cli(
         capsys, "evaluate", "vqa", "--checkpoint", runs["vqa"] / "last.pt", "--data", small, "--split", "train"
     )
     assert code == 0, err
@@ -155,13 +132,13 @@ def test_an_overwritten_shard_is_found_by_its_checksum(small, tmp_path, capsys, 
     folder = cache_dir(small, SMALL)
     shard = folder / "shard_00002.npy"
     good = shard.read_bytes()
-    offset = _data_offset(shard)
+    offset = npy_data_offset(shard)
     shard.write_bytes(good[:offset] + bytes(len(good) - offset))  # same size, the grids zeroed: all finite
     cache = FeatureCache.for_data(small, SMALL)  # size and shape still fit: it opens
     key = json.loads((folder / "shard_00002.json").read_text())["keys"][0]
     with pytest.raises(AttendError, match="shard_00002: damaged feature shard .*checksum mismatch.*attend features"):
         cache[key]
-    line = _one_line_error(*_train(capsys, small, tmp_path / "run")[::2])  # before the first step
+    line = one_line_error(*_train(capsys, small, tmp_path / "run")[::2])  # before the first step
     assert "shard_00002" in line and "checksum" in line and not (tmp_path / "run").exists()
 
     summary = _features(small)
@@ -192,7 +169,7 @@ def test_a_grown_data_set_encodes_only_the_new_images_and_training_waits_for_the
     write_prepared(small, CAPTIONS, {k: v for k, v in captions.items() if k != "format"})
 
     # Training first: the cache does not cover the split, and the message says by how much and what to run.
-    line = _one_line_error(*_train(capsys, small, tmp_path / "run")[::2])
+    line = one_line_error(*_train(capsys, small, tmp_path / "run")[::2])
     assert "4 of the 10 images of split 'train' are not in the feature cache" in line, line
     assert f"run `attend features --data {small} --image-size 64`" in line
     assert not (tmp_path / "run").exists()
@@ -221,7 +198,7 @@ def test_an_older_cache_without_checksums_is_read_then_given_them(small):
     # attend features finds its values are not finite and encodes it again.
     shard = folder / "shard_00000.npy"
     good = shard.read_bytes()
-    offset = _data_offset(shard)
+    offset = npy_data_offset(shard)
     shard.write_bytes(good[:offset] + b"\xff" * (len(good) - offset))
     npy_before = {p.name: p.stat().st_mtime_ns for p in folder.glob("shard_*.npy")}
     summary = _features(small)
@@ -249,7 +226,7 @@ def test_evaluations_count_the_images_the_cache_skipped(scenes_copy, tmp_path, o
     options = dict(hidden_dim=16, embed_dim=8, attention_dim=8)
     for train in (train_captioner, train_vqa):
         run = tmp_path / train.__name__
-        train(scenes_copy, run, options, TrainConfig(str(run), epochs=1, batch_size=8), SMALL, log=_quiet)
+        train(scenes_copy, run, options, TrainConfig(str(run), epochs=1, batch_size=8), SMALL, log=quiet)
     captions = evaluate_captioner(tmp_path / "train_captioner" / "last.pt", scenes_copy, split="test", beam_size=1)
     assert captions["images"] == 1 and captions["skipped_images"] == 1
     questions = [q for q in read_prepared(scenes_copy, "vqa.json")["splits"]["test"]]

@@ -10,39 +10,21 @@ import math
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from apps.cli import main
 from core.distributed import Context
 from core.encoder import EncoderConfig
 from core.errors import AttendError
 from core.features import cache_dir, write_features
 from core.training import TrainConfig, fit
 
+from cli_helpers import npy_data_offset, quiet, run_cli
+
 SMALL = EncoderConfig(image_size=64)
 TINY = ["hidden_dim=16", "embed_dim=8", "attention_dim=8"]
-
-
-def _data_offset(npy: Path) -> int:
-    """Where a .npy file's array data starts (after its header)."""
-    with open(npy, "rb") as f:
-        np.lib.format.read_magic(f)
-        np.lib.format.read_array_header_1_0(f)
-        return f.tell()
-
-
-def _quiet(_message: str) -> None:
-    pass
-
-
-def _run(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _one_line_error(code: int, err: str) -> str:
@@ -61,10 +43,10 @@ def _train_args(data: Path, run: Path, *more) -> list:
 
 
 def test_a_nan_shard_stops_training_and_keeps_the_last_good_checkpoint(scenes_copy, tmp_path, capsys, one_thread):
-    write_features(scenes_copy, SMALL, shard_size=4, compile=False, workers=0, progress=False, log=_quiet)
+    write_features(scenes_copy, SMALL, shard_size=4, compile=False, workers=0, progress=False, log=quiet)
     run = tmp_path / "run"
     args = _train_args(scenes_copy, run, "--image-size", "64", "--set", *TINY)
-    code, _, err = _run(capsys, *args, "--epochs", "1")
+    code, _, err = run_cli(capsys, *args, "--epochs", "1")
     assert code == 0, err
     kept = {name: (run / name).read_bytes() for name in ("last.pt", "best.pt", "metrics.jsonl")}
 
@@ -75,10 +57,10 @@ def test_a_nan_shard_stops_training_and_keeps_the_last_good_checkpoint(scenes_co
         path.write_text(json.dumps({"keys": record["keys"], "skipped": record["skipped"]}))
     shard = folder / "shard_00001.npy"
     data = shard.read_bytes()
-    offset = _data_offset(shard)
+    offset = npy_data_offset(shard)
     shard.write_bytes(data[:offset] + b"\xff" * (len(data) - offset))
 
-    code, _, err = _run(capsys, *args, "--epochs", "2", "--resume")
+    code, _, err = run_cli(capsys, *args, "--epochs", "2", "--resume")
     line = _one_line_error(code, err)
     assert "epoch 2, step " in line and "training loss is not finite" in line, line
     assert f"{run / 'last.pt'} holds epoch 1" in line
@@ -108,7 +90,7 @@ def _fit(tmp_path: Path, loss_fn, data=None, **train) -> dict:
         cfg,
         Context(),
         {"kind": "line", "config": {}},
-        log=_quiet,
+        log=quiet,
     )
 
 
@@ -189,7 +171,7 @@ def test_fit_checks_the_training_options_first(tmp_path, option, value, flag):
 )
 def test_train_captioner_refuses_bad_choices_before_anything_runs(scenes_dir, tmp_path, capsys, more, message):
     run = tmp_path / "run"
-    line = _one_line_error(*_run(capsys, *_train_args(scenes_dir, run, "--epochs", "1", *more))[::2])
+    line = _one_line_error(*run_cli(capsys, *_train_args(scenes_dir, run, "--epochs", "1", *more))[::2])
     assert message in line, line
     assert not run.exists()
 
@@ -200,26 +182,26 @@ def test_train_vqa_checks_its_selection_metric_and_options_first(scenes_dir, tmp
     run = tmp_path / "run"
     cfg = TrainConfig(out_dir=str(run), epochs=1)
     with pytest.raises(AttendError, match=r"--select nope: .*accuracy, type_colour, type_count"):
-        train_vqa(scenes_dir, run, {}, cfg, select="nope", log=_quiet)
+        train_vqa(scenes_dir, run, {}, cfg, select="nope", log=quiet)
     for option, message in (
         ("glimpses=0", "--set glimpses=0: expected an integer from 1 to 1024"),
         ("dropout=inf", "--set dropout=inf: expected a finite number from 0 to 1"),
         ("num_answers=3", "--set num_answers: set from the data"),
     ):
         argv = ["train", "vqa", "--data", scenes_dir, "--out", run, "--epochs", "1", "--set", option]
-        assert message in _one_line_error(*_run(capsys, *argv)[::2])
+        assert message in _one_line_error(*run_cli(capsys, *argv)[::2])
     assert not run.exists()
 
 
 def test_resume_refuses_a_changed_shape_and_a_last_pt_without_training_state(scenes_dir, tmp_path, capsys, one_thread):
     run = tmp_path / "run"
     args = _train_args(scenes_dir, run, "--set", "hidden_dim=16", "embed_dim=8", "attention_dim=8")
-    code, _, err = _run(capsys, *args, "--epochs", "1")
+    code, _, err = run_cli(capsys, *args, "--epochs", "1")
     assert code == 0, err
     before = (run / "last.pt").read_bytes()
 
     changed = _train_args(scenes_dir, run, "--set", "hidden_dim=24", "embed_dim=8", "attention_dim=8")
-    line = _one_line_error(*_run(capsys, *changed, "--epochs", "2", "--resume")[::2])
+    line = _one_line_error(*run_cli(capsys, *changed, "--epochs", "2", "--resume")[::2])
     assert "changes the model's shape (hidden_dim=16->24)" in line, line
     assert (run / "last.pt").read_bytes() == before
 
@@ -227,5 +209,5 @@ def test_resume_refuses_a_changed_shape_and_a_last_pt_without_training_state(sce
     exported.mkdir()
     shutil.copy(run / "best.pt", exported / "last.pt")  # best.pt holds no optimizer state
     args = _train_args(scenes_dir, exported, "--set", *TINY, "--epochs", "2", "--resume")
-    line = _one_line_error(*_run(capsys, *args)[::2])
+    line = _one_line_error(*run_cli(capsys, *args)[::2])
     assert "no training state to resume from" in line, line

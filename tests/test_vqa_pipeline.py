@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from apps.cli import main
 from core.encoder import EncoderConfig
 from core.features import write_features
 from core.prepared import read_prepared
@@ -16,6 +15,8 @@ from data_prep.scenes import make_scene
 from data_prep.vqa_v2 import prepare_vqa
 from vqa.checkpoint import SHIPPED, load_vqa
 from vqa.train import evaluate_vqa, train_vqa
+
+from cli_helpers import run_cli
 
 COLOURS = {"red": (220, 40, 40), "blue": (40, 60, 220), "green": (40, 170, 60)}
 
@@ -148,18 +149,12 @@ def scene(tmp_path_factory):
     raise AssertionError("not enough questions")
 
 
-def _run(capsys, *argv):
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 @needs_shipped
 def test_ask_answers_scene_questions(scene, capsys):
     _, picked = scene
     right = 0
     for image, question, answer in picked[:2]:
-        code, out, _ = _run(capsys, "ask", image, question, "--json", "--top-k", "2")
+        code, out, _ = run_cli(capsys, "ask", image, question, "--json", "--top-k", "2")
         assert code == 0
         result = json.loads(out)
         assert set(result) >= {"answer", "top_k", "attention", "grid", "unknown_words", "question_tokens"}
@@ -181,7 +176,7 @@ def test_ask_answers_scene_questions(scene, capsys):
     ]
     jsonl = folder / "questions.jsonl"
     jsonl.write_text("\n".join(lines) + "\n")
-    code, out, _ = _run(capsys, "ask", "--questions", str(jsonl))
+    code, out, _ = run_cli(capsys, "ask", "--questions", str(jsonl))
     assert code == 0
     answers = [json.loads(line) for line in out.splitlines()]
     assert len(answers) == len(lines)
@@ -204,7 +199,7 @@ def test_ask_answers_scene_questions(scene, capsys):
 )
 def test_ask_refuses_bad_questions(scene, capsys, question, message):
     _, picked = scene
-    code, out, err = _run(capsys, "ask", picked[0][0], question)
+    code, out, err = run_cli(capsys, "ask", picked[0][0], question)
     assert code == 1 and out == ""
     assert err.count("\n") == 1 and err.startswith("attend: error:") and message in err
 
@@ -213,6 +208,6 @@ def test_ask_refuses_bad_questions(scene, capsys, question, message):
 def test_ask_bad_image_is_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image at all")
-    code, out, err = _run(capsys, "ask", str(bad), "what colour is the circle?")
+    code, out, err = run_cli(capsys, "ask", str(bad), "what colour is the circle?")
     assert code == 1 and out == ""
     assert err.count("\n") == 1 and "not an image file" in err
