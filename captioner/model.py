@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.position import coordinate_features
+from core.recurrent import CELLS, make_cell, run_cell
 
-CELLS = ("lstm", "gru", "rnn")
+__all__ = ["CELLS", "AttentionDecoder", "CaptionerConfig", "Memory", "SoftAttention", "State", "caption_loss"]
 
 
 @dataclass
@@ -117,7 +118,7 @@ class AttentionDecoder(nn.Module):
             if c.deep_output:
                 self.context_out = nn.Linear(c.encoder_dim, c.hidden_dim)  # L_z
         input_dim = c.embed_dim + (c.encoder_dim if c.attention else 0)
-        self.cell = {"lstm": nn.LSTMCell, "gru": nn.GRUCell, "rnn": nn.RNNCell}[c.cell](input_dim, c.hidden_dim)
+        self.cell = make_cell(c.cell, input_dim, c.hidden_dim)
         self.init_h = nn.Linear(c.encoder_dim, c.hidden_dim)
         if c.cell == "lstm":
             self.init_c = nn.Linear(c.encoder_dim, c.hidden_dim)
@@ -165,9 +166,7 @@ class AttentionDecoder(nn.Module):
     def recur(self, x: torch.Tensor, z: torch.Tensor | None, state: State) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The recurrent cell on [embedded word; gated context]: (N, H) and the LSTM's c or None."""
         inputs = x if z is None else torch.cat([x, z], 1)  # (N, E [+ D])
-        if self.config.cell == "lstm":
-            return self.cell(inputs, (state.h, state.c))
-        return self.cell(inputs, state.h), None
+        return run_cell(self.cell, inputs, state.h, state.c)
 
     def output(self, h: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
         """Word logits (N, V) from h (N, H) and, with deep output, the gated context z (N, D)."""
