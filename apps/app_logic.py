@@ -595,3 +595,30 @@ def take_example(state: MutableMapping, source: str = "example_question", target
     picked = state.get(source)
     if picked:
         state[target] = picked
+
+
+# ---------------------------------------------------------------- multiple choice
+
+
+def parse_choices(text: str | None) -> list[str]:
+    """The choices box -> candidate answers, one per line (ends stripped, blank lines dropped).
+    An empty box gives [] (open-ended); ``vqa.choices.check_choices`` judges the rest."""
+    return [line.strip() for line in (text or "").splitlines() if line.strip()]
+
+
+def choice_rows(multiple_choice: dict) -> list[tuple[str, float, str]]:
+    """The ranked candidates of an answer's ``multiple_choice`` -> (candidate, probability in
+    0..1, label) for progress bars, best first."""
+    rows = []
+    for r in multiple_choice["ranked"]:
+        p = min(max(float(r["probability"]), 0.0), 1.0)
+        rows.append((str(r["choice"]), p, f"{r['rank']}. {r['choice']}: {100 * p:.1f}%"))
+    return rows
+
+
+def unscorable_note(multiple_choice: dict) -> str | None:
+    """The line listing the candidates the model cannot score (None if it can score them all)."""
+    unscorable = multiple_choice["unscorable"]
+    if not unscorable:
+        return None
+    return f"Not among this model's answers, so not ranked: {', '.join(unscorable)}."

@@ -57,7 +57,13 @@ def cmd_evaluate_vqa(args: argparse.Namespace) -> None:
         check_out_folder(args.out)
     print_json(
         evaluate_vqa(
-            args.checkpoint, args.data, split=args.split, out=args.out, device=args.device, batch_size=args.batch_size
+            args.checkpoint,
+            args.data,
+            split=args.split,
+            out=args.out,
+            device=args.device,
+            batch_size=args.batch_size,
+            multiple_choice=args.multiple_choice,
         )
     )
 
@@ -71,9 +77,25 @@ def cmd_bench_vqa(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------- ask
 
 
+def _format_choices(mc: dict) -> list[str]:
+    """The multiple-choice part of an answer: the chosen candidate, the ranking, the unscorable ones."""
+    n = len(mc["ranked"]) + len(mc["unscorable"])
+    lines = [f"{mc['choice']}  (chosen of {n} candidates)" if mc["choice"] is not None else mc["note"]]
+    lines += [f"  {r['rank']:2d}. {r['probability']:6.1%}  {r['choice']}" for r in mc["ranked"]]
+    if mc["unscorable"]:
+        lines.append(f"not among the model's answers, so not ranked: {', '.join(mc['unscorable'])}")
+    return lines
+
+
 def _format(result: dict) -> str:
-    """A human-readable answer: the answer, the top-k, unknown words, the attention grids."""
-    lines = [result["answer"]]
+    """A human-readable answer: the answer (the chosen candidate first where choices were given),
+    the top-k, unknown words, the attention grids."""
+    lines = []
+    if "multiple_choice" in result:
+        lines += _format_choices(result["multiple_choice"])
+        lines.append(f"open-ended answer: {result['answer']}")
+    else:
+        lines.append(result["answer"])
     lines += [f"  {p:6.1%}  {a}" for a, p in result["top_k"]]
     if result["unknown_words"]:
         lines.append(f"unknown words (ignored): {', '.join(result['unknown_words'])}")
@@ -85,19 +107,27 @@ def _format(result: dict) -> str:
 
 
 def cmd_ask(args: argparse.Namespace) -> None:
+    from vqa.choices import check_choices
     from vqa.inference import Answerer, ask_file
 
     if args.questions:
         if args.image or args.question:
             raise AttendError("give IMAGE QUESTION, or --questions FILE.jsonl, not both")
+        if args.choices is not None:
+            raise AttendError('--choices goes with IMAGE QUESTION; in a --questions file give "choices" on each line')
         answerer = Answerer.load(args.checkpoint, device=args.device or "cpu")
         for result in ask_file(answerer, args.questions, args.top_k):
             print(json.dumps(result), flush=True)  # a long file shows its answers as they come
         return
+    if (args.image is None or args.question is None) and args.choices:
+        raise AttendError(
+            'give IMAGE and QUESTION before --choices: attend ask IMAGE "QUESTION" --choices ANSWER ANSWER ...'
+        )
     if args.image is None or args.question is None:
         raise AttendError('give an image and a question: attend ask IMAGE "QUESTION" (or --questions FILE.jsonl)')
+    choices = None if args.choices is None else check_choices(args.choices)  # before loading the model
     answerer = Answerer.load(args.checkpoint, device=args.device or "cpu")
-    result = answerer.ask_one(args.image, args.question, top_k=args.top_k)
+    result = answerer.ask_one(args.image, args.question, top_k=args.top_k, choices=choices)
     print(json.dumps(result, indent=2) if args.json else _format(result))
 
 
@@ -127,8 +157,20 @@ def register(groups: Groups) -> None:
     add_checkpoint(p, "vqa", required=True)
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--split", default="test")
-    p.add_argument("--out", type=Path, help="write metrics_SPLIT.json and vqa_SPLIT_results.json here")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="write metrics_SPLIT.json and vqa_SPLIT_results.json here "
+        "(and vqa_SPLIT_mc_results.json with --multiple-choice)",
+    )
     p.add_argument("--batch-size", type=int_at_least(1), default=64, help="images per batch")
+    p.add_argument(
+        "--multiple-choice",
+        action="store_true",
+        help="also score the multiple-choice task (default: off): each question with candidate answers "
+        "(VQA v1's 18 `multiple_choices`, the scenes', easy-VQA's) gets the candidate the model ranks first, "
+        "scored with the same accuracy; questions without candidates are counted as skipped",
+    )
     add_device(p)
     p.set_defaults(func=cmd_evaluate_vqa)
 
@@ -142,12 +184,23 @@ def register(groups: Groups) -> None:
         "ask",
         help="answer a question about an image (VQA)",
         description='attend ask IMAGE "QUESTION", or attend ask --questions FILE.jsonl '
-        '(one {"image": ..., "question": ...} per line -> one JSON answer per line)',
+        '(one {"image": ..., "question": ...} per line -> one JSON answer per line). '
+        "Multiple choice: add candidate answers, ranked by the model "
+        '(attend ask bird.jpg "what bird is this?" --choices "a bald eagle" "a sparrow"; '
+        'in a --questions file, "choices": [...] on a line).',
     )
     p.add_argument("image", nargs="?", help="an image file")
     p.add_argument("question", nargs="?", help="a question in English")
     p.add_argument("--questions", type=Path, metavar="FILE.jsonl", help="many questions, one JSON object per line")
     add_checkpoint(p, "vqa")
+    p.add_argument(
+        "--choices",
+        nargs="+",
+        metavar="ANSWER",
+        help="candidate answers to choose from (multiple choice; default: none, open-ended), at least 2, "
+        'given after IMAGE and QUESTION, e.g. --choices "a bald eagle" "a sparrow" "two". Each is matched to '
+        "the model's answers after the official VQA normalisation; those it does not know are listed, not ranked",
+    )
     p.add_argument("--top-k", type=int_at_least(1), default=3)
     p.add_argument("--json", action="store_true", help="print the whole result as JSON")
     add_device(p, default="cpu")

@@ -61,10 +61,11 @@ def caption_image(model: tuple, digest: str, beam_size: int, _captioner, _image)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def answer_question(model: tuple, digest: str, question: str, _answerer, _image):
-    """The answer dict, or {"error": message} for a question or image the model cannot use."""
+def answer_question(model: tuple, digest: str, question: str, choices: tuple, _answerer, _image):
+    """The answer dict, or {"error": message} for a question, image or choices the model cannot use.
+    ``choices``: candidate answers to rank (multiple choice), () for open-ended."""
     try:
-        return _answerer.ask_one(_image, question, top_k=5)
+        return _answerer.ask_one(_image, question, top_k=5, choices=list(choices) or None)
     except AttendError as e:
         return {"error": str(e)}
 
@@ -276,11 +277,18 @@ def show_answer(picture: logic.Picture, answerer, answerer_key: tuple, answerer_
         )
     with st.form("ask_form", border=False):
         question = st.text_input("Question", key="question", placeholder="what colour is the circle?")
+        choices = st.text_area(
+            "Choices (optional): one candidate answer per line, ranked by the model",
+            key="choices",
+            placeholder="red\nblue\ngreen",
+            height=100,
+        )
         st.form_submit_button("Ask", key="ask")
     if not question.strip():
         st.caption("Type a question about the image and press Enter.")
         return
-    answered = answer_question(answerer_key, picture.digest, question.strip(), answerer, picture.image)
+    candidates = tuple(logic.parse_choices(choices))
+    answered = answer_question(answerer_key, picture.digest, question.strip(), candidates, answerer, picture.image)
     if "error" in answered:
         st.warning(f"Cannot answer that: {logic.escape_markdown(answered['error'])}")
         return
@@ -289,7 +297,11 @@ def show_answer(picture: logic.Picture, answerer, answerer_key: tuple, answerer_
         st.warning(logic.escape_markdown(note))
     bars, maps = st.columns([2, 3])
     with bars.container(key="answer"):
-        st.markdown(f"### {logic.escape_markdown(answered['answer'])}")
+        if "multiple_choice" in answered:
+            show_choices(answered["multiple_choice"])
+            st.caption(f"Open-ended answer: {logic.escape_markdown(answered['answer'])}")
+        else:
+            st.markdown(f"### {logic.escape_markdown(answered['answer'])}")
         for _, probability, label in logic.top_k_rows(answered["top_k"]):
             st.progress(probability, text=logic.escape_markdown(label))
     with maps:
@@ -303,6 +315,20 @@ def show_answer(picture: logic.Picture, answerer, answerer_key: tuple, answerer_
             if logic.is_uniform(answered["attention"][i]):
                 column.caption("spread evenly")
         st.image(legend(), caption="low attention -> high attention")
+
+
+def show_choices(multiple_choice: dict) -> None:
+    """The chosen candidate, the candidates ranked with their probabilities, the unscorable ones."""
+    with st.container(key="choices_ranked"):
+        if multiple_choice["choice"] is None:
+            st.warning(logic.escape_markdown(multiple_choice["note"]))
+        else:
+            st.markdown(f"### {logic.escape_markdown(multiple_choice['choice'])}")
+        for _, probability, label in logic.choice_rows(multiple_choice):
+            st.progress(probability, text=logic.escape_markdown(label))
+        note = logic.unscorable_note(multiple_choice)
+        if note:
+            st.caption(logic.escape_markdown(note))
 
 
 # ---------------------------------------------------------------- the page

@@ -14,12 +14,20 @@ not the 10-human VQA accuracy). The answer list is the package's 13 answers, in 
 Images stay inside the installed package; images.json points at them by absolute path.
 Image ids restart at 0 in each package split, hence KEY = ``easy-vqa/<split>/<id>.png``
 with the package's split (val images keep their ``easy-vqa/train/...`` key).
+
+Multiple choice: easy-VQA has only 13 answers, too few for VQA v1's 18 candidates, so every
+question gets ``NUM_CHOICES`` = 8 (``choices``): the right answer, every other answer of
+its type (yes/no: 1 more, colour: 7 more, shape: 2 more), then answers of the other types
+drawn at random up to 8, in a random order (``question_choices``). The draws are seeded by
+the question id alone, so the candidates are the same on every run and machine.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+import numpy as np
 
 from core.errors import AttendError
 from core.prepared import VQA, add_images, write_prepared
@@ -29,6 +37,8 @@ VAL_FRACTION = 0.1
 YES_NO = frozenset({"yes", "no"})
 COLORS = frozenset({"red", "green", "blue", "black", "gray", "teal", "brown", "yellow"})
 SHAPES = frozenset({"circle", "rectangle", "triangle"})
+NUM_CHOICES = 8  # candidates per question: all 8 colours fit, so a colour question offers every colour
+CHOICE_SEED = 17  # issue #17; with the question id, it seeds each question's candidates
 
 
 def question_type(answer: str) -> str:
@@ -40,6 +50,20 @@ def question_type(answer: str) -> str:
     if answer in SHAPES:
         return "shape"
     raise AttendError(f"easy-vqa: unexpected answer {answer!r} (is the package a newer version?)")
+
+
+def question_choices(answer: str, answers: list[str], question_id: int) -> list[str]:
+    """``NUM_CHOICES`` distinct candidates for a question whose right answer is ``answer``:
+    ``answer`` and the other answers of its type, then random answers of other types, up to
+    ``NUM_CHOICES``; shuffled. A function of (answer, the answer list, question_id) only."""
+    rng = np.random.default_rng([CHOICE_SEED, int(question_id)])
+    kind = question_type(answer)
+    same = [a for a in answers if a != answer and question_type(a) == kind]
+    others = [a for a in answers if question_type(a) != kind]
+    picked = [answer] + [same[int(i)] for i in rng.permutation(len(same))]
+    picked += [others[int(i)] for i in rng.permutation(len(others))]
+    picked = picked[:NUM_CHOICES]
+    return [picked[int(i)] for i in rng.permutation(len(picked))]
 
 
 def prepare_easy_vqa(out_dir: str | os.PathLike) -> dict:
@@ -88,6 +112,7 @@ def prepare_easy_vqa(out_dir: str | os.PathLike) -> dict:
                     "targets": [[answer_index[answer], 1.0]],
                     "answer_type": "yes/no" if answer in YES_NO else "other",
                     "question_type": question_type(answer),
+                    "choices": question_choices(answer, list(answers), next_qid),
                 }
             )
             next_qid += 1
@@ -113,4 +138,5 @@ def prepare_easy_vqa(out_dir: str | os.PathLike) -> dict:
         "images": {s: len({x["image"] for x in r}) for s, r in out.items()},
         "answers": len(answers),
         "question_vocab_size": len(question_vocab),
+        "choices_per_question": NUM_CHOICES,
     }

@@ -5,6 +5,13 @@ split (3,000 in Kazemi & Elqursh 2017). Each question's training target is the s
 score of every candidate: its official VQA accuracy against the 10 human answers
 (``vqa.metrics``), kept where it is above 0. Training on these scores optimises the
 metric the model is judged by.
+
+VQA v1's multiple-choice questions files (``MultipleChoice_mscoco_*_questions.json``,
+task_type "Multiple-Choice") give every question ``multiple_choices``: 18 candidate answers,
+one of them right. Where a question has them they are kept, as given, in its record's
+``choices`` (``attend evaluate vqa --multiple-choice`` ranks them); records of questions
+without them have no ``choices`` key, so prepared folders from before stay valid.
+v1's annotation files have the same fields as v2's.
 """
 
 from __future__ import annotations
@@ -37,6 +44,14 @@ def _read_questions(path: Path) -> tuple[str, list[dict]]:
         isinstance(q, dict) and all(k in q for k in QUESTION_KEYS) for q in questions
     ):
         raise AttendError(f"{path}: every question needs {', '.join(QUESTION_KEYS)}")
+    for q in questions:
+        choices = q.get("multiple_choices")
+        if choices is not None and (
+            not isinstance(choices, list) or not choices or not all(isinstance(c, str) for c in choices)
+        ):
+            raise AttendError(
+                f"{path}: question {q['question_id']}: 'multiple_choices' must be a non-empty list of answers"
+            )
     return str(data["data_subtype"]), questions
 
 
@@ -156,6 +171,8 @@ def prepare_vqa(
                 "answer_type": "",
                 "question_type": "",
             }
+            if q.get("multiple_choices") is not None:  # VQA v1's multiple-choice candidates
+                record["choices"] = list(q["multiple_choices"])
             if annotations is not None:
                 ann = annotations[qid]
                 human = [a["answer"] for a in ann["answers"]]
@@ -189,6 +206,7 @@ def prepare_vqa(
         "answers": len(answers),
         "question_vocab_size": len(question_vocab),
         "train_questions_with_target": sum(bool(r["targets"]) for r in train),
+        "questions_with_choices": {s: sum("choices" in x for x in r) for s, r in out.items()},
         "train_answer_coverage": round(
             sum(normalize_answer(train_annotations[r["question_id"]]["multiple_choice_answer"]) in kept for r in train)
             / len(train),

@@ -10,6 +10,12 @@ plain dicts::
 
 or, for an unusable question or image, ``{"question": str, "error": str, ...}``.
 ``ask_one`` raises the error (an ``AttendError``) instead.
+
+Multiple choice: given candidate answers (``choices=[...]``, at least 2), a result also has
+``"multiple_choice": {"choice": str | None, "ranked": [{"choice", "form", "probability",
+"rank"}, ...], "unscorable": [...]}`` (``vqa/choices.py``: the candidates ranked by the model's
+probabilities after the official answer normalisation; those outside its answer list are
+listed, never ranked). Without choices the result is exactly the open-ended one.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from core.errors import AttendError
 from core.vocab import tokenize
 
 from .checkpoint import load_vqa, resolve_checkpoint
+from .choices import answer_forms, check_choices, rank_choices
 from .data import MAX_QUESTION_TOKENS, pad_questions, question_ids
 
 ENCODE_BATCH = 32
@@ -43,6 +50,7 @@ class Answerer:
         self.net, self.vocab, self.answers, self.encoder = net, vocab, answers, encoder
         self.checkpoint, self.device = checkpoint, device
         self.grid = list(net.config.grid)
+        self.forms = answer_forms(answers)  # normalised form -> answer indices, for multiple choice
 
     @classmethod
     def load(cls, checkpoint: str | Path | None = None, device: str | torch.device = "cpu") -> Answerer:
@@ -84,10 +92,12 @@ class Answerer:
         token_lists: Sequence[list[str]],
         top_k: int = 3,
         image_index: torch.Tensor | None = None,
+        choices: Sequence[Sequence[str] | None] | None = None,
     ) -> list[dict]:
         """Already encoded grids (N, P, D) and tokenized questions -> one result each.
 
         ``image_index`` (B,): the grid each question is about (default: question b, grid b).
+        ``choices``: per question, checked candidate answers (``check_choices``) or None.
         """
         ids = [torch.tensor(question_ids(tokens, self.vocab), dtype=torch.long) for tokens in token_lists]
         questions = pad_questions(ids).to(self.device)  # (B, T)
@@ -111,23 +121,38 @@ class Answerer:
                     "unknown_words": self.vocab.unknown(tokens),
                 }
             )
+            if choices is not None and choices[b] is not None:
+                results[-1]["multiple_choice"] = rank_choices(probs[b], self.forms, choices[b])
         return results
 
     # ---------------------------------------------------------------- the API
-    def ask(self, images: Sequence[Any], questions: Sequence[str], top_k: int = 3) -> list[dict]:
+    def ask(
+        self,
+        images: Sequence[Any],
+        questions: Sequence[str],
+        top_k: int = 3,
+        choices: Sequence[Sequence[str] | None] | None = None,
+    ) -> list[dict]:
         """One question per image (the same image may recur; it is encoded once per call).
 
-        A bad question or image gives ``{"question", "error", ...}`` in its place; the others
-        are answered.
+        ``choices``: per question, candidate answers to rank (multiple choice) or None.
+        A bad question, image or list of choices gives ``{"question", "error", ...}`` in its
+        place; the others are answered.
         """
         if len(images) != len(questions):
             raise ValueError(f"{len(images)} images for {len(questions)} questions")
+        if choices is not None and len(choices) != len(questions):
+            raise ValueError(f"{len(choices)} lists of choices for {len(questions)} questions")
+        checked: list[list[str] | None] = [None] * len(questions)
         results: list[dict | None] = [None] * len(questions)
         tokens: dict[int, list[str]] = {}
         for i, question in enumerate(questions):
             try:
                 tokens[i], _ = self.check_question(question)
-            except QuestionError as e:
+                if choices is not None and choices[i] is not None:
+                    checked[i] = check_choices(choices[i])
+            except AttendError as e:
+                tokens.pop(i, None)
                 tok = tokenize(question or "")
                 results[i] = {
                     "question": question,
@@ -168,16 +193,20 @@ class Answerer:
             row = {key: n for n, key in enumerate(keys)}
             features = torch.stack([grids[key] for key in keys])  # (N, P, D)
             image_index = torch.tensor([row[_image_key(images[i])] for i in order])  # (B,)
-            answered = self.answer_features(features, [tokens[i] for i in order], top_k, image_index)
+            answered = self.answer_features(
+                features, [tokens[i] for i in order], top_k, image_index, [checked[i] for i in order]
+            )
             for i, result in zip(order, answered):
                 results[i] = {"question": questions[i], **result}
         return results  # type: ignore[return-value]
 
-    def ask_one(self, image: Any, question: str, top_k: int = 3) -> dict:
-        """One question about one image; raises ``AttendError`` (one line) if either is unusable."""
+    def ask_one(self, image: Any, question: str, top_k: int = 3, choices: Sequence[str] | None = None) -> dict:
+        """One question about one image, optionally with candidate answers to rank; raises
+        ``AttendError`` (one line) if the question, the image or the choices are unusable."""
         tokens, _ = self.check_question(question)
+        checked = None if choices is None else check_choices(choices)
         features = self.encode([image])  # (1, P, D)
-        return {"question": question, **self.answer_features(features, [tokens], top_k)[0]}
+        return {"question": question, **self.answer_features(features, [tokens], top_k, choices=[checked])[0]}
 
 
 def _image_key(image: Any) -> Any:
@@ -196,7 +225,18 @@ BATCH_LINES = 64  # questions answered together by ``ask_file``
 def read_questions(path: str | Path) -> Iterator[tuple[int, str | None, str | None, str | None]]:
     """(line number, image, question, None) or (line number, None, None, error) for each non-blank line of
     a JSONL file of ``{"image": PATH, "question": TEXT}``; a relative image path that does not exist from
-    the working directory is read relative to the file. An unreadable file raises ``AttendError``."""
+    the working directory is read relative to the file. An unreadable file raises ``AttendError``.
+    (``read_question_items`` also gives each line's ``"choices"``.)"""
+    for n, image, question, _, error in read_question_items(path):
+        yield n, image, question, error
+
+
+def read_question_items(
+    path: str | Path,
+) -> Iterator[tuple[int, str | None, str | None, list[str] | None, str | None]]:
+    """``read_questions`` with each line's optional ``"choices"`` (a list of candidate answers, for
+    multiple choice) as a fourth field: (n, image, question, choices or None, None), or (n, None,
+    None, None, error) for a bad line. The choices' content is checked when they are ranked."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -210,36 +250,48 @@ def read_questions(path: str | Path) -> Iterator[tuple[int, str | None, str | No
         try:
             item = json.loads(line)
         except json.JSONDecodeError:
-            yield n, None, None, f"line {n}: not valid JSON"
+            yield n, None, None, None, f"line {n}: not valid JSON"
             continue
         if (
             not isinstance(item, dict)
             or not isinstance(item.get("image"), str)
             or not isinstance(item.get("question"), str)
         ):
-            yield n, None, None, f'line {n}: expected {{"image": PATH, "question": TEXT}}'
+            yield n, None, None, None, f'line {n}: expected {{"image": PATH, "question": TEXT}}'
+            continue
+        choices = item.get("choices")
+        if choices is not None and (not isinstance(choices, list) or not all(isinstance(c, str) for c in choices)):
+            yield n, None, None, None, f'line {n}: "choices" must be a list of candidate answers (strings)'
             continue
         image = Path(item["image"])
         if not image.is_absolute() and not image.exists() and (path.parent / image).exists():
             image = path.parent / image  # relative to the questions file when not to the cwd
-        yield n, str(image), item["question"], None
+        yield n, str(image), item["question"], choices, None
 
 
 def ask_file(answerer: Answerer, path: str | Path, top_k: int = 3, batch_lines: int = BATCH_LINES) -> Iterator[dict]:
-    """Answer a JSONL file of questions (``read_questions``) ``batch_lines`` at a time, so a long file
-    streams: one dict per non-blank line, in file order -- ``{"line": n, "image": ..., **answer}`` (an
-    ``ask`` result, which may itself hold an ``error``), or ``{"line": n, "error": ...}`` for a bad line."""
+    """Answer a JSONL file of questions (``read_question_items``) ``batch_lines`` at a time, so a long
+    file streams: one dict per non-blank line, in file order -- ``{"line": n, "image": ..., **answer}``
+    (an ``ask`` result, which may itself hold an ``error``, and a ``multiple_choice`` where the line has
+    ``"choices"``), or ``{"line": n, "error": ...}`` for a bad line."""
     if batch_lines < 1:
         raise ValueError(f"batch_lines must be at least 1, got {batch_lines}")
 
     def answered(batch: list) -> Iterator[dict]:
-        good = [(image, question) for _, image, question, error in batch if error is None]
-        answers = iter(answerer.ask([image for image, _ in good], [question for _, question in good], top_k=top_k))
-        for n, image, _, error in batch:
+        good = [(image, question, choices) for _, image, question, choices, error in batch if error is None]
+        answers = iter(
+            answerer.ask(
+                [image for image, _, _ in good],
+                [question for _, question, _ in good],
+                top_k=top_k,
+                choices=[choices for _, _, choices in good],
+            )
+        )
+        for n, image, _, _, error in batch:
             yield {"line": n, "error": error} if error else {"line": n, "image": image, **next(answers)}
 
     batch: list = []
-    for item in read_questions(path):
+    for item in read_question_items(path):
         batch.append(item)
         if len(batch) == batch_lines:
             yield from answered(batch)

@@ -4,11 +4,16 @@ Training runs the shared loop (``core.training.fit``): resume, torchrun, the met
 log and plot come from there. Evaluation answers every question of a split, scores it
 with the official VQA accuracy (10 human answers) or exact match (one answer, easy-VQA),
 and writes the answers in the official results format ``[{question_id, answer}]``.
+
+``--multiple-choice`` also scores VQA v1's multiple-choice task where the prepared questions
+carry candidates (``choices``): the model's pick is the candidate it ranks first
+(``vqa/choices.py``) and the official MC accuracy is the same formula applied to that pick.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -26,6 +31,7 @@ from core.training import TrainConfig, check_train_config, fit, seed_everything
 from core.vocab import Vocab
 
 from .checkpoint import BOUNDS, DERIVED, KIND, METRICS, load_vqa, resolve_checkpoint
+from .choices import answer_forms, rank_choices
 from .data import Collate, VQAExamples
 from .metrics import exact_match, summarize, vqa_accuracy
 from .model import VQAConfig, VQANet, vqa_loss
@@ -34,19 +40,24 @@ from .model import VQAConfig, VQANet, vqa_loss
 
 
 @torch.inference_mode()
-def predict(
+def answer_logits(
     net: VQANet, examples: VQAExamples, batch_size: int = 64, device: str | torch.device = "cpu"
-) -> torch.Tensor:
-    """The index of the best answer for every question of ``examples.records``, in order.
+) -> Iterator[torch.Tensor]:
+    """The answer logits (B, K) of the questions of ``examples.records``, batch by batch, in order.
 
     ``batch_size`` counts images (each with all its questions)."""
     net.eval()
     loader = DataLoader(examples, batch_size=batch_size, shuffle=False, collate_fn=Collate(None))
-    best = []
     for features, questions, image_index, _ in loader:
         logits, _ = net(features.to(device).float(), questions.to(device), image_index.to(device))  # (B, K)
-        best.append(logits.argmax(1).cpu())
-    return torch.cat(best)
+        yield logits.float().cpu()
+
+
+def predict(
+    net: VQANet, examples: VQAExamples, batch_size: int = 64, device: str | torch.device = "cpu"
+) -> torch.Tensor:
+    """The index of the best answer for every question of ``examples.records``, in order."""
+    return torch.cat([logits.argmax(1) for logits in answer_logits(net, examples, batch_size, device)])
 
 
 def score(prediction: str, record: dict, metric: str) -> float | None:
@@ -67,26 +78,40 @@ def answer_split(
     metric: str,
     batch_size: int = 64,
     device="cpu",
+    multiple_choice: bool = False,
 ) -> tuple[dict | None, list[dict]]:
     """Answer the records whose image is cached -> (summary or None when nothing is scorable, answered).
 
     Answers are strings from the model's own answer list, so a checkpoint can be scored on
     any prepared folder (another seed of the scenes, say) whatever that folder's answer ids.
+    With ``multiple_choice``, a record with candidates (``choices``) also gets ``choice`` (the
+    candidate ranked first; None when none is among the model's answers), ``choice_accuracy``
+    (that candidate scored like an open-ended answer; 0 without a choice) and
+    ``random_choice_accuracy`` (the mean score of its candidates: a uniform random pick).
     """
     examples = VQAExamples(records, cache, vocab, training=False)
-    best = predict(net, examples, batch_size, device)
+    forms = answer_forms(answers) if multiple_choice else {}
     answered = []
-    for r, k in zip(examples.records, best.tolist()):
-        answer = answers[k]
-        answered.append(
-            {
+    rows = iter(examples.records)
+    for logits in answer_logits(net, examples, batch_size, device):
+        probs = torch.softmax(logits, dim=1) if multiple_choice else None  # (B, K)
+        for b, k in enumerate(logits.argmax(1).tolist()):
+            r = next(rows)
+            answer = answers[k]
+            item = {
                 "question_id": r["question_id"],
                 "answer": answer,
                 "accuracy": score(answer, r, metric),
                 "answer_type": r["answer_type"],
                 "question_type": r["question_type"],
             }
-        )
+            if multiple_choice and r.get("choices"):
+                choice = rank_choices(probs[b], forms, r["choices"])["choice"]
+                item["choice"] = choice
+                if r["answers"]:
+                    item["choice_accuracy"] = 0.0 if choice is None else score(choice, r, metric)
+                    item["random_choice_accuracy"] = sum(score(c, r, metric) for c in r["choices"]) / len(r["choices"])
+            answered.append(item)
     scored = [a for a in answered if a["accuracy"] is not None]
     return (summarize(scored) if scored else None), answered
 
@@ -208,6 +233,30 @@ def train_vqa(
 # ---------------------------------------------------------------- evaluation
 
 
+def multiple_choice_summary(answered: list[dict]) -> dict:
+    """The multiple-choice part of ``evaluate_vqa``'s result, from ``answer_split(..., multiple_choice=True)``.
+
+    ``accuracy`` (with the per-type breakdowns) over the questions that have candidates and
+    human answers; ``skipped_no_choices``: answered questions without candidates (not scored
+    for MC); ``no_scorable_choice``: questions none of whose candidates the model knows (scored
+    0); ``random_choice_accuracy``: what picking a candidate uniformly at random would score.
+    """
+    with_choices = [a for a in answered if "choice" in a]
+    scored = [a for a in with_choices if "choice_accuracy" in a]
+    out: dict = {
+        "questions_with_choices": len(with_choices),
+        "skipped_no_choices": len(answered) - len(with_choices),
+        "no_scorable_choice": sum(a["choice"] is None for a in with_choices),
+        "scored": len(scored),
+        "accuracy": None,
+    }
+    if scored:
+        summary = summarize({**a, "accuracy": a["choice_accuracy"]} for a in scored)
+        out.update({k: summary[k] for k in ("accuracy", "per_answer_type", "per_question_type")})
+        out["random_choice_accuracy"] = round(100 * sum(a["random_choice_accuracy"] for a in scored) / len(scored), 2)
+    return out
+
+
 def evaluate_vqa(
     checkpoint: str | Path,
     data_dir: str | Path,
@@ -215,11 +264,15 @@ def evaluate_vqa(
     out: str | Path | None = None,
     device: str | None = None,
     batch_size: int = 64,
+    multiple_choice: bool = False,
 ) -> dict:
     """Accuracy with per answer type / question type breakdown; writes metrics and the results file.
 
     Files in ``out``: ``metrics_SPLIT.json`` and ``vqa_SPLIT_results.json`` (``[{question_id,
-    answer}]`` for every question whose image could be read, the official format).
+    answer}]`` for every question whose image could be read, the official format). With
+    ``multiple_choice`` the result also has ``"multiple_choice"`` (``multiple_choice_summary``)
+    and ``out`` gets ``vqa_SPLIT_mc_results.json`` (the chosen candidate of every question
+    where one was chosen).
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     data_dir = Path(data_dir)
@@ -230,7 +283,7 @@ def evaluate_vqa(
     cache = FeatureCache.for_data(data_dir, encoder)
     skipped = set(cache.require([r["image"] for r in records], f"split {split!r}"))
     started = time.perf_counter()
-    summary, answered = answer_split(net, cache, records, vocab, answers, metric, batch_size, device)
+    summary, answered = answer_split(net, cache, records, vocab, answers, metric, batch_size, device, multiple_choice)
     result = {
         "checkpoint": str(checkpoint),
         "data": str(data_dir),
@@ -248,6 +301,8 @@ def evaluate_vqa(
         result.update({k: summary[k] for k in ("accuracy", "per_answer_type", "per_question_type")})
     else:
         result["accuracy"] = None  # a test split without annotations: results file only
+    if multiple_choice:
+        result["multiple_choice"] = multiple_choice_summary(answered)
     if out:
         out = Path(out)
         atomic_write_json(out / f"metrics_{split}.json", result, indent=2)
@@ -256,4 +311,10 @@ def evaluate_vqa(
             [{"question_id": a["question_id"], "answer": a["answer"]} for a in answered],
         )
         result["results_file"] = str(out / f"vqa_{split}_results.json")
+        if multiple_choice:
+            atomic_write_json(
+                out / f"vqa_{split}_mc_results.json",
+                [{"question_id": a["question_id"], "answer": a["choice"]} for a in answered if a.get("choice")],
+            )
+            result["mc_results_file"] = str(out / f"vqa_{split}_mc_results.json")
     return result

@@ -8,14 +8,18 @@ and writes, in out_dir/raw/, the same files the real data sets ship:
 * ``instances_{split}.json`` -- COCO instances format, one box per object, with added
   ``color`` and ``size`` fields (the ground truth the scene metrics use);
 * ``questions_{split}.json`` / ``annotations_{split}.json`` -- VQA v2 format, 10 identical
-  answers per question (the truth is known).
+  answers per question (the truth is known); every question also has VQA v1's
+  ``multiple_choices``, 18 candidate answers for the multiple-choice task (``question_choices``).
 
 Then, with ``prepare=True``, it runs the COCO and VQA v2 preparers on those files, so the
 scenes reach the prepared layout (``core/prepared.py``) through the same code as the
 real data sets.
 
 Everything is a function of ``(seed, split, index)``: each image has its own random
-generator, so the files are byte-identical whatever the number of worker processes.
+generator, so the files are byte-identical whatever the number of worker processes. The
+multiple-choice candidates come from a second, separate generator per image
+(``choice_rng``), so adding them left every image, caption, question and answer of a seed
+exactly as it was.
 """
 
 from __future__ import annotations
@@ -272,11 +276,62 @@ def _questions(objects, rng) -> list[tuple[str, str, str, str]]:
     return out
 
 
+# ------------------------------------------------------------------------------ multiple choice
+
+NUM_CHOICES = 18  # as VQA v1's multiple-choice task
+PLAUSIBLE_CHOICES = 3  # VQA v1: 3 plausible answers (given by people who saw the question, not the image)
+NUMBERS = ("0", "1", "2", "3", "4")  # every count a scene can have
+# Answers of the same kind that no scene has: wrong but plausible-sounding candidates (and,
+# like many of VQA v1's candidates, outside the trained model's answer list).
+_KINDS = (
+    (COLOURS, ("pink", "white", "black", "brown", "gray")),
+    (SHAPES, ("rectangle", "hexagon", "oval", "diamond", "heart")),
+    (NUMBERS, ("5", "6", "7", "8")),
+    (("yes", "no"), ()),
+)
+# VQA v1: the 10 most popular answers of the data set. These are the scenes' 10 most frequent
+# answers, measured on 400 train scenes of seed 1 (2,802 questions), most frequent first.
+POPULAR_ANSWERS = ("no", "yes", "1", "triangle", "square", "circle", "star", "0", "orange", "purple")
+ALL_ANSWERS = tuple(a for world, extra in _KINDS for a in (*world, *extra))  # the random candidates' pool
+assert len(set(ALL_ANSWERS)) == len(ALL_ANSWERS) >= NUM_CHOICES
+
+
+def choice_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The generator of scene ``index``'s multiple-choice candidates: a stream apart from
+    ``scene_rng``'s (one more seed word), so the candidates change nothing else."""
+    return np.random.default_rng([int(seed), _split_code(split), int(index), _CHOICES_CODE])
+
+
+def _choices(answer: str, rng: np.random.Generator) -> list[str]:
+    """18 distinct candidates, the right answer among them once, in VQA v1's recipe: the right
+    answer, 3 plausible answers of the same kind (colour, shape, number, yes/no; fewer when the
+    kind has fewer), the 10 popular answers, then random answers of any kind up to 18; shuffled."""
+    kind = next(world + extra for world, extra in _KINDS if answer in world)
+    same = [a for a in kind if a != answer]
+    plausible = [same[int(i)] for i in rng.permutation(len(same))[:PLAUSIBLE_CHOICES]]
+    picked = list(dict.fromkeys([answer, *plausible, *POPULAR_ANSWERS]))
+    for i in rng.permutation(len(ALL_ANSWERS)):
+        if len(picked) == NUM_CHOICES:
+            break
+        if ALL_ANSWERS[int(i)] not in picked:
+            picked.append(ALL_ANSWERS[int(i)])
+    return [picked[int(i)] for i in rng.permutation(len(picked))]
+
+
+def question_choices(seed: int, split: str, index: int, answers: Sequence[str]) -> list[list[str]]:
+    """The 18 multiple-choice candidates of each question of scene ``index`` (its ``answers`` in order)."""
+    rng = choice_rng(seed, split, index)
+    return [_choices(answer, rng) for answer in answers]
+
+
 # ------------------------------------------------------------------------------ one scene
 
 
 def _split_code(split: str) -> int:
     return zlib.crc32(split.encode())
+
+
+_CHOICES_CODE = zlib.crc32(b"multiple choice")
 
 
 def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -370,7 +425,7 @@ def generate_scenes(
         split_ids, split_results = ids[k : k + n], results[k : k + n]
         k += n
         images, caps, inst, questions, answers = [], [], [], [], []
-        for image_id, (objects, captions, qs) in zip(split_ids, split_results):
+        for index, (image_id, (objects, captions, qs)) in enumerate(zip(split_ids, split_results)):
             images.append(
                 {
                     "id": image_id,
@@ -395,9 +450,12 @@ def generate_scenes(
                         "size": o["size"],
                     }
                 )
-            for j, (qtype, q, a, atype) in enumerate(qs):
+            choices = question_choices(seed, s, index, [a for _, _, a, _ in qs])
+            for j, ((qtype, q, a, atype), candidates) in enumerate(zip(qs, choices)):
                 qid = image_id * 100 + j
-                questions.append({"image_id": image_id, "question": q, "question_id": qid})
+                questions.append(
+                    {"image_id": image_id, "question": q, "question_id": qid, "multiple_choices": candidates}
+                )
                 answers.append(
                     {
                         "question_type": qtype,
