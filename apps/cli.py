@@ -1,6 +1,6 @@
 """The `attend` command: argument parsing only; the work is done by the library.
 
-Each task registers its commands the same way (``cli_data``, ``cli_captioner``, ``cli_vqa``:
+Each task registers its commands the same way (``cli_data``, ``cli_captioner``, ``cli_vqa``, ``cli_charlm``:
 ``register(groups)``), sharing the options of ``apps.options``; this module builds the parser
 from them, adds `attend app`, and runs a command. Every user-facing failure (an ``AttendError``,
 or an ``OSError`` about a named file) becomes one line on stderr, ``attend: error: ...``, and exit
@@ -24,7 +24,7 @@ import sys
 
 from core.errors import AttendError
 
-from . import cli_captioner, cli_data, cli_vqa
+from . import cli_captioner, cli_charlm, cli_data, cli_vqa
 from .options import Groups, int_at_least
 
 
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         evaluate=group("evaluate", "model", "MODEL", "score a checkpoint on a data split (JSON)"),
         bench=group("bench", "what", "WHAT", "speed and memory as JSON"),
     )
-    for commands in (cli_data, cli_captioner, cli_vqa):
+    for commands in (cli_data, cli_captioner, cli_vqa, cli_charlm):
         commands.register(groups)
 
     p = top.add_parser("app", help="open the Streamlit app (shipped default models, no set-up)")

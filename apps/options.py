@@ -22,9 +22,9 @@ from core.errors import AttendError
 DEFAULT_DATA = Path("data/scenes")
 
 # The shipped models by name, (default first), for the help texts; tests/test_cli.py checks them
-# against captioner.checkpoint.SHIPPED and vqa.checkpoint.SHIPPED (importing those here would
-# import torch just to print --help).
-SHIPPED = {"captioner": ("scenes",), "vqa": ("scenes", "easy-vqa")}
+# against captioner.checkpoint.SHIPPED, vqa.checkpoint.SHIPPED and charlm.checkpoint.SHIPPED
+# (importing those here would import torch just to print --help).
+SHIPPED = {"captioner": ("scenes",), "vqa": ("scenes", "easy-vqa"), "charlm": ("stdlib",)}
 
 INT8_HELP = "decode with int8 weights in the per-step layers (CPU only; faster, captions can differ slightly)"
 PLAIN_HELP = "run the plain reference model (captioner/model.py) instead of the fast path: the same numbers, slower"

@@ -207,6 +207,7 @@ def fit(
     extra: dict,
     log: Callable[[str], None] = print,
     metric_names: Collection[str] | None = None,
+    shuffle: bool = True,
 ) -> dict:
     """Train ``model`` and return the best validation metrics.
 
@@ -218,6 +219,9 @@ def fit(
             is enough to rebuild and run the model.
         metric_names: the names ``evaluate`` will give, when known: ``select`` is checked
             against them before the first step.
+        shuffle: False keeps the items in their order (truncated backpropagation through time
+            reads the chunks of each stream in turn): rank r of W reads items r, r + W, r + 2W ...
+            (``DistributedSampler(shuffle=False)``), so the data set arranges its items for that.
     Raises:
         AttendError: bad options, a run folder in use, a ``last.pt`` that does not fit, or a
             loss that is not finite (after which ``last.pt``/``best.pt`` are the last good ones).
@@ -233,8 +237,9 @@ def fit(
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, cfg.lr, cfg.weight_decay)
-    # One process or many, the order is DistributedSampler's: a permutation seeded by seed + epoch.
-    sampler = DistributedSampler(train_set, ctx.world_size, ctx.rank, shuffle=True, seed=cfg.seed)
+    # One process or many, the order is DistributedSampler's: a permutation seeded by seed + epoch
+    # (or, without ``shuffle``, every W-th item from the rank's own).
+    sampler = DistributedSampler(train_set, ctx.world_size, ctx.rank, shuffle=shuffle, seed=cfg.seed)
     generator = torch.Generator()  # the workers' seeds; re-seeded every epoch
     loader = DataLoader(
         train_set,

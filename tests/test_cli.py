@@ -18,6 +18,7 @@ from apps import options
 from apps.cli import build_parser
 from captioner.checkpoint import SHIPPED as CAPTIONER_SHIPPED
 from captioner.inference import Captioner, CaptionResult, save_attention
+from charlm.checkpoint import SHIPPED as CHARLM_SHIPPED
 from core.errors import AttendError
 from core.overlay import overlay_sheet
 from data_prep.scenes import make_scene
@@ -83,12 +84,25 @@ def test_every_command_is_registered_once_with_plain_and_checkpoint_where_they_b
         ("bench", "decode"),
         ("bench", "train"),
         ("bench", "vqa"),
+        ("bench", "charlm"),
+        ("charlm", "train"),
+        ("charlm", "sample"),
+        ("charlm", "evaluate"),
+        ("charlm", "export"),
+        ("charlm", "cells"),
         ("caption",),
         ("ask",),
         ("app",),
     }
     plain = {path for path, p in commands.items() if "--plain" in _options(p)}
-    assert plain == {("caption",), ("evaluate", "captioner"), ("train", "captioner"), ("bench", "train")}
+    assert plain == {
+        ("caption",),
+        ("evaluate", "captioner"),
+        ("train", "captioner"),
+        ("bench", "train"),
+        ("charlm", "train"),
+        ("bench", "charlm"),
+    }
     takes = {
         path: _options(p).get("--init" if path == ("train", "captioner") else "--checkpoint")
         for path, p in commands.items()
@@ -101,9 +115,20 @@ def test_every_command_is_registered_once_with_plain_and_checkpoint_where_they_b
         ("evaluate", "vqa"),
         ("ask",),
         ("bench", "vqa"),
+        ("charlm", "sample"),
+        ("charlm", "evaluate"),
+        ("charlm", "cells"),
+        ("charlm", "export"),
     }
     for path, action in takes.items():
-        names = VQA_SHIPPED if "vqa" in path or path == ("ask",) else CAPTIONER_SHIPPED
+        if path == ("charlm", "export"):
+            assert action.required  # a trained checkpoint to copy, never a shipped name
+            continue
+        names = CAPTIONER_SHIPPED
+        if "vqa" in path or path == ("ask",):
+            names = VQA_SHIPPED
+        elif "charlm" in path:
+            names = CHARLM_SHIPPED
         assert all(name in action.help for name in names), (path, action.help)
     # Defaults that existed before the split stay as they were.
     assert _options(commands[("bench", "vqa")])["--checkpoint"].default == "scenes"
@@ -114,10 +139,12 @@ def test_every_command_is_registered_once_with_plain_and_checkpoint_where_they_b
 def test_the_help_texts_name_the_models_that_ship():
     """options.SHIPPED is spelled out so that --help needs no torch; it must match the library's."""
     from captioner.checkpoint import DEFAULT as CAPTIONER_DEFAULT
+    from charlm.checkpoint import DEFAULT as CHARLM_DEFAULT
     from vqa.checkpoint import DEFAULT as VQA_DEFAULT
 
     assert set(options.SHIPPED["captioner"]) == set(CAPTIONER_SHIPPED)
     assert set(options.SHIPPED["vqa"]) == set(VQA_SHIPPED)
+    assert set(options.SHIPPED["charlm"]) == set(CHARLM_SHIPPED) and options.SHIPPED["charlm"][0] == CHARLM_DEFAULT
     assert options.SHIPPED["captioner"][0] == CAPTIONER_DEFAULT and options.SHIPPED["vqa"][0] == VQA_DEFAULT
 
 

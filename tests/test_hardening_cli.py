@@ -233,6 +233,11 @@ DEVICE_COMMANDS = {
     ("bench", "encoder"): ["bench", "encoder"],
     ("bench", "decode"): ["bench", "decode"],
     ("bench", "train"): ["bench", "train"],
+    ("bench", "charlm"): ["bench", "charlm"],
+    ("charlm", "train"): ["charlm", "train", "--stdlib", "--out", "run"],
+    ("charlm", "sample"): ["charlm", "sample"],
+    ("charlm", "evaluate"): ["charlm", "evaluate"],
+    ("charlm", "cells"): ["charlm", "cells", "--text", "t.py", "--out", "cells"],
     ("caption",): ["caption", "x.png"],
     ("ask",): ["ask", "x.png", "what colour is it?"],
 }

@@ -1,0 +1,1 @@
+"""A character-level language model: the lecture's first worked example (Karpathy 2015)."""
