@@ -136,7 +136,9 @@ def cmd_charlm_cells(args: argparse.Namespace) -> None:
     check_out_folder(args.out)
     text = read_cells_text(args.text, args.max_chars)  # before loading the model: a bad file is one line
     model, vocab = load_charlm(args.checkpoint or "stdlib", device=args.device or "cpu")
-    report = cells_report(model, vocab, text, args.out, shown_chars=args.shown_chars, source=str(args.text))
+    report = cells_report(
+        model, vocab, text, args.out, shown_chars=args.shown_chars, source=str(args.text), start_line=args.start_line
+    )
     if args.json:
         print(json.dumps(report))
         return
@@ -325,8 +327,8 @@ def register(groups: Groups) -> None:
         "cells",
         help="find the units that track strings, comments, indentation, line position and brackets",
         description="Interpretable cells (Karpathy et al. 2016): read a text, correlate every unit with "
-        "properties of each character, and colour the text by the best unit of each. Writes cells.json and "
-        "cells.html to --out. Example: attend charlm cells --text /usr/lib/python3.11/json/decoder.py "
+        "properties of each character, and colour the text by the best unit of each. Writes cells.json, "
+        "cells.html and cells.png to --out. Example: attend charlm cells --text /usr/lib/python3.11/json/decoder.py "
         "--out runs/cells",
     )
     p.add_argument("--checkpoint", help=SHIPPED_HELP)
@@ -343,6 +345,12 @@ def register(groups: Groups) -> None:
         type=int_at_least(1),
         default=3000,
         help="characters coloured in cells.html (default 3000)",
+    )
+    p.add_argument(
+        "--start-line",
+        type=int_at_least(1),
+        default=1,
+        help="the pictures start at this line of the text read (default 1). Example: --start-line 40",
     )
     p.add_argument("--json", action="store_true", help="print cells.json's content as one line")
     add_device(p, default="cpu")

@@ -15,7 +15,8 @@ The method, in three steps:
    and keep the unit with the largest |r|. A unit with |r| near 1 is a cell that counts or
    switches with the property; ``render_html`` colours the text by it, as the paper's figures do.
 
-``cells_report`` writes both: cells.json (the numbers) and cells.html (the pictures).
+``cells_report`` writes cells.json (the numbers), cells.html (the text coloured, up to a few
+thousand characters) and cells.png (its first lines, one panel per property).
 """
 
 from __future__ import annotations
@@ -187,6 +188,37 @@ LEGEND = (
 )
 
 
+def render_png(
+    path: str | Path, text: str, panels: list[tuple[str, np.ndarray]], lines: int = 20, columns: int = 80
+) -> None:
+    """A PNG of ``text``'s first ``lines`` lines (``columns`` wide), once per panel (title, values
+    (N,) in [-1, 1]): each character on a square coloured by its value, blue -1, white 0, red +1."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = text.split("\n")[:lines]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(columns * 0.1, len(panels) * (lines * 0.16 + 0.4)), squeeze=False)
+    for ax, (title, values) in zip(axes[:, 0], panels):
+        grid = np.full((len(rows), columns), np.nan)  # (lines, columns): NaN where no character
+        offset = 0
+        for r, row in enumerate(rows):
+            shown = row[:columns]
+            grid[r, : len(shown)] = values[offset : offset + len(shown)]
+            for col, ch in enumerate(shown):
+                if not ch.isspace():
+                    ax.text(col, r, ch, ha="center", va="center", family="monospace", fontsize=7)
+            offset += len(row) + 1
+        ax.imshow(grid, cmap="bwr", vmin=-1, vmax=1, aspect="auto", interpolation="nearest")
+        ax.set_title(title, fontsize=8, loc="left")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def read_cells_text(path: str | Path, max_chars: int) -> str:
     """The text to analyse: the file's first ``max_chars`` characters, or a one-line error."""
     from .data import read_text_file
@@ -198,10 +230,17 @@ def read_cells_text(path: str | Path, max_chars: int) -> str:
 
 
 def cells_report(
-    model: CharLM, vocab: CharVocab, text: str, out_dir: str | Path, shown_chars: int = 3000, source: str = ""
+    model: CharLM,
+    vocab: CharVocab,
+    text: str,
+    out_dir: str | Path,
+    shown_chars: int = 3000,
+    source: str = "",
+    start_line: int = 1,
 ) -> dict:
     """Find the interpretable cells for ``text`` and write cells.json and cells.html to ``out_dir``
-    (each atomically). Returns the JSON's content."""
+    and cells.png (each atomically). The pictures show the text from line ``start_line`` on; the
+    correlations use all of it. Returns the JSON's content."""
     values = unit_activations(model, vocab, text)  # (N, U)
     found = find_cells(values, text_properties(text), model.unit_names())
     report = {
@@ -210,7 +249,9 @@ def cells_report(
         "model": {k: getattr(model.config, k) for k in ("cell", "layers", "hidden")},
         "properties": {name: {"meaning": PROPERTIES[name], **found[name]} for name in PROPERTIES},
     }
-    shown = text[:shown_chars]
+    start = sum(len(line) for line in text.splitlines(keepends=True)[: max(start_line - 1, 0)])
+    start = min(start, len(text) - 1)
+    shown = text[start : start + shown_chars]
     sections = []
     for name, entry in report["properties"].items():
         if not entry["units"]:
@@ -218,15 +259,27 @@ def cells_report(
             continue
         best = entry["units"][0]
         title = f"{name} ({entry['meaning']}): unit {best['unit']}, r = {best['r']:+.3f}"
-        sections.append(render_html(shown, values[: len(shown), best["index"]], title))
+        sections.append(render_html(shown, values[start : start + len(shown), best["index"]], title))
     page = (
         "<!doctype html>\n<meta charset='utf-8'>\n<title>Interpretable cells</title>\n"
         f"<h2>Interpretable cells: {html.escape(source or 'text')}</h2>\n"
-        f"<p>Correlations over {len(text):,} characters; the first {len(shown):,} shown.</p>\n"
+        f"<p>Correlations over {len(text):,} characters; {len(shown):,} shown from line {start_line}.</p>\n"
         + LEGEND
         + "".join(sections)
     )
     out_dir = Path(out_dir)
     atomic_write_json(out_dir / "cells.json", report, indent=1)
     atomic_write_bytes(out_dir / "cells.html", page.encode())
+    panels = [
+        (
+            f"{name}: unit {entry['units'][0]['unit']}, r = {entry['units'][0]['r']:+.3f}",
+            values[start:, entry["units"][0]["index"]],
+        )
+        for name, entry in report["properties"].items()
+        if entry["units"]
+    ]
+    if panels:
+        buffer = io.BytesIO()
+        render_png(buffer, text[start:], panels)
+        atomic_write_bytes(out_dir / "cells.png", buffer.getvalue())
     return report

@@ -11,6 +11,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from charlm.cells import cells_report, correlations, find_cells, render_html, text_properties, unit_activations
@@ -133,6 +134,8 @@ def test_a_trained_model_grows_a_quote_cell_and_the_report_says_so(tmp_path, one
     pictured = sum(1 for entry in report["properties"].values() if entry["units"])
     assert f"unit {best['unit']}" in page and page.count("<span") == 500 * pictured + 3  # + the legend's three
     assert report["properties"]["in_comment"]["units"] == []  # no "#" in this text
+    with Image.open(tmp_path / "cells.png") as png:
+        assert png.format == "PNG" and png.height > png.width / 4
 
     # an untrained model of the same shape has no such unit: the training made it
     torch.manual_seed(0)
