@@ -1,4 +1,5 @@
-"""attend in the browser: caption an image, see where each word looked, ask a question.
+"""attend in the browser: caption an image, see where each word looked, ask a question; on a
+second page (``apps/charlm_page.py``), the character model's samples and interpretable cells.
 
 Started by ``attend app`` (or ``streamlit run apps/streamlit_app.py``). UI only: the models
 come from ``captioner.inference`` / ``vqa.inference`` and the plain helpers from
@@ -19,12 +20,14 @@ import streamlit as st
 from PIL import Image
 
 from apps import app_logic as logic
+from apps import charlm_page
 from core.errors import AttendError
 
 TILE = 150  # px of a word's tile in the grid of every word
 LARGE = 384  # px of the selected word's overlay (drawn at this size: a smooth map)
 GLIMPSE = 256  # px of each VQA glimpse
 PER_ROW = 6  # word tiles per row
+PAGES = {"images": "Images: caption and ask", "charlm": "Character model"}
 
 st.set_page_config(page_title="attend: show, attend, tell and answer", layout="wide")
 logic.use_server_threads()
@@ -335,6 +338,10 @@ def show_choices(multiple_choice: dict) -> None:
 
 
 def main() -> None:
+    page = st.sidebar.radio("Page", ["images", "charlm"], key="page", format_func=PAGES.get)
+    if page == "charlm":
+        charlm_page.main()
+        return
     st.title("attend")
     st.markdown(
         "Show, Attend and Tell captions and a CNN+LSTM question answerer, with the attention behind every word."
