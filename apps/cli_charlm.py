@@ -20,6 +20,7 @@ from .options import (
     int_at_least,
     log,
     print_json,
+    train_config,
 )
 
 SHIPPED_HELP = checkpoint_help("charlm") + " (trained on Python's standard library)"
@@ -36,7 +37,6 @@ def _corpus(args: argparse.Namespace):
 
 def cmd_charlm_train(args: argparse.Namespace) -> None:
     from charlm.train import train_charlm
-    from core.training import TrainConfig
 
     check_out_folder(args.out)
     if args.export is not None:
@@ -49,19 +49,8 @@ def cmd_charlm_train(args: argparse.Namespace) -> None:
         "embed_dim": args.embed,
         "dropout": args.dropout,
     }
-    train = TrainConfig(
-        out_dir=str(args.out),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        grad_clip=args.grad_clip,
-        warmup_steps=args.warmup,
-        schedule=args.schedule,
-        seed=args.seed,
-        workers=0,  # the streams are slices of one tensor in memory: nothing to load
-        resume=args.resume,
-    )
+    args.workers = 0  # the streams are slices of one tensor in memory: nothing to load
+    train = train_config(args)
     result = train_charlm(
         corpus,
         args.out,

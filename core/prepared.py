@@ -17,7 +17,8 @@ in one folder DIR::
                                              "tokens": [str, ...],
                                              "answers": [str, ...],   # raw human answers
                                              "targets": [[answer_index, score], ...],
-                                             "answer_type": str, "question_type": str}]}}
+                                             "answer_type": str, "question_type": str,
+                                             "choices": [str, ...]}]}}  # optional: multiple choice
     DIR/features/TAG/   the feature cache (captioner/features.py), one per encoder setting
 
 KEY names an image uniquely across splits (easy-VQA restarts its ids in each split), for
