@@ -34,12 +34,13 @@ def held_out_files() -> dict[str, str]:
 
 @st.cache_data(show_spinner="Reading the text with the model...", max_entries=8)
 def analyse(text: str):
-    """Every unit after every character (N, U), and the best units of each property."""
+    """Every unit after every character (N, U), the text's properties, and the best units of each."""
     from charlm.cells import find_cells, text_properties, unit_activations
 
     model, vocab = get_model()
     values = unit_activations(model, vocab, text)
-    return values, find_cells(values, text_properties(text), model.unit_names())
+    properties = text_properties(text)
+    return values, properties, find_cells(values, properties, model.unit_names())
 
 
 def show_sample(model, vocab) -> None:
@@ -78,7 +79,7 @@ def choose_text() -> tuple[str, str] | None:
 
 
 def show_cells(model) -> None:
-    from charlm.cells import LEGEND, PROPERTIES, correlations, render_html, text_properties
+    from charlm.cells import LEGEND, PROPERTIES, correlations, render_html
 
     st.subheader("Interpretable cells")
     st.markdown(
@@ -89,7 +90,7 @@ def show_cells(model) -> None:
     if chosen is None:
         return
     text, name = chosen
-    values, found = analyse(text)
+    values, properties, found = analyse(text)
     names = model.unit_names()
     mode = st.radio(
         "Colour by", [*PROPERTIES, "any unit"], key="charlm_property", horizontal=True,
@@ -102,7 +103,6 @@ def show_cells(model) -> None:
     else:
         st.info(found[mode]["note"])
         return
-    properties = text_properties(text)
     rs = {p: correlations(values[:, index : index + 1], properties[p])[0] for p in PROPERTIES}
     st.caption(
         f"Unit {names[index]} over {len(text):,} characters of {name}: "

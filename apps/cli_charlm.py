@@ -322,7 +322,7 @@ def register(groups: Groups) -> None:
     )
     p.add_argument("--checkpoint", help=SHIPPED_HELP)
     p.add_argument("--text", type=Path, required=True, help="a UTF-8 text file to read (Python source shows most)")
-    p.add_argument("--out", type=Path, required=True, help="folder for cells.json and cells.html")
+    p.add_argument("--out", type=Path, required=True, help="folder for cells.json, cells.html and cells.png")
     p.add_argument(
         "--max-chars",
         type=int_at_least(2),

@@ -79,11 +79,3 @@ def load_charlm(name_or_path: str, device="cpu") -> tuple[CharLM, CharVocab]:
     except RuntimeError as e:  # check_charlm compared every shape already
         raise invalid(path, KIND, str(e).strip().splitlines()[0]) from None
     return model.to(device).eval(), vocab
-
-
-def checkpoint_info(name_or_path: str) -> dict:
-    """The plain fields of a checkpoint (data, metrics, bptt), without building the model."""
-    path = resolve_checkpoint(name_or_path)
-    state = load_checkpoint(path, KIND)
-    check_common(path, state, KIND)
-    return {k: state[k] for k in ("data", "metrics", "bptt") if k in state}
