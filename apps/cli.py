@@ -36,7 +36,18 @@ def cmd_app(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="attend", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="attend",
+        description="Show, Attend and Tell captions and CNN+LSTM visual question answering, with the\n"
+        "attention behind every word and answer. The shipped models know generated scenes of coloured\n"
+        "shapes; every caption and answer says when an image is unlike them.",
+        epilog="examples:\n"
+        "  attend caption scene.png --json          caption, attention, domain check, ImageNet labels\n"
+        '  attend ask scene.png "what colour is the circle?"\n'
+        "  attend app                               the app on http://localhost:8501\n"
+        "  attend COMMAND --help                    a command's options, defaults and examples",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def group(name: str, dest: str, metavar: str, help: str) -> argparse._SubParsersAction:

@@ -19,6 +19,7 @@ from .options import (
     add_checkpoint,
     add_device,
     add_int8,
+    add_json,
     add_plain,
     add_train_args,
     check_out_folder,
@@ -28,6 +29,7 @@ from .options import (
     log,
     model_overrides,
     print_json,
+    print_summary,
     train_config,
 )
 
@@ -79,7 +81,7 @@ def cmd_evaluate_captioner(args: argparse.Namespace) -> None:
     )
     if not args.examples:
         summary.get("scenes", {}).pop("examples", None)
-    print_json(summary)
+    print_summary(summary, args.json, args.out / f"metrics_{args.split}.json" if args.out else None)
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
@@ -87,6 +89,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
     (``attend: error: NAME: reason``) and, with --json, ``{"image": NAME, "error": ...}`` on stdout in
     its place; exit status 1 at the end if any image was unusable."""
     from captioner.inference import Captioner, save_attention
+    from core.domain import notices
     from core.images import ImageError
 
     if not args.images:
@@ -97,6 +100,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
     results = captioner.caption(
         [str(p) for p in args.images], beam_size=args.beam, batch_size=args.batch_size, errors="return"
     )
+    trained_on = captioner.checkpoint.get("data", {}).get("source", "")
     failed = 0
     for i, r in enumerate(results):
         if isinstance(r, ImageError):
@@ -106,7 +110,11 @@ def cmd_caption(args: argparse.Namespace) -> int:
             sys.stdout.flush()  # keep stdout and stderr in input order on a terminal
             print(f"attend: error: {r}", file=sys.stderr)
             continue
-        print(json.dumps(r.to_json()) if args.json else f"{r.name}\t{r.caption}")
+        if args.json:
+            print(json.dumps(r.to_json()))
+        else:
+            print(f"{r.name}\t{r.caption}")
+            print("".join(f"  {line}\n" for line in notices(r.to_json(), trained_on)), end="")
         if args.attention_out:
             save_attention(r, args.attention_out / f"{i:04d}_{Path(r.name).stem}_attention.png")
     return 1 if failed else 0
@@ -205,6 +213,7 @@ def register(groups: Groups) -> None:
     p.add_argument("--length-penalty", type=finite_float(), default=0.0)
     p.add_argument("--out", type=Path, help="write metrics_SPLIT.json and captions_SPLIT_results.json here")
     p.add_argument("--examples", action="store_true", help="include example errors in the output")
+    add_json(p, "the metrics")
     add_device(p)
     add_int8(p)
     add_plain(p)
@@ -253,7 +262,9 @@ def register(groups: Groups) -> None:
     p.add_argument(
         "--json",
         action="store_true",
-        help="one JSON object per image: caption, tokens, attention, grid "
+        help="one JSON object per image, one line each: caption, tokens, in_domain and domain_score (is the "
+        "image like the training images?), flags (length_limit, repeated_word), labels (the encoder's ImageNet "
+        "top 5), attention, grid "
         '(an unusable image: {"image": NAME, "error": MESSAGE}, as well as the error line on stderr)',
     )
     p.add_argument("--attention-out", type=Path, metavar="DIR", help="write a PNG per image with every word's map")

@@ -23,6 +23,36 @@ from .options import (
     print_json,
 )
 
+# ---------------------------------------------------------------- domain
+
+
+def cmd_domain(args: argparse.Namespace) -> None:
+    """Fit a checkpoint's domain check on a prepared folder's cached features and write it beside the
+    checkpoint (NAME.domain.pt) or to --out. Training records it in the checkpoint itself."""
+    from core.checkpoint import load_checkpoint
+    from core.domain import fit_from_data, save_domain, sidecar
+
+    if args.task == "captioner":
+        from captioner.checkpoint import resolve_checkpoint
+    else:
+        from vqa.checkpoint import resolve_checkpoint
+    path = resolve_checkpoint(args.checkpoint)
+    load_checkpoint(path, "captioner" if args.task == "captioner" else "vqa")  # the right kind of file
+    stats = fit_from_data(args.data, args.train_split, args.held_out_split, log=log)
+    out = args.out or sidecar(path)
+    save_domain(out, stats)
+    print_json(
+        {
+            "domain": str(out),
+            "images": stats.images,
+            "held_out": stats.held_out,
+            "threshold": round(stats.threshold, 4),
+            "components": int(stats.basis.shape[0]),
+            "source": stats.source,
+        }
+    )
+
+
 # ---------------------------------------------------------------- prepare
 
 
@@ -156,6 +186,25 @@ def register(groups: Groups) -> None:
     p = groups.prepare.add_parser("easy-vqa", help="the easy-VQA set from the installed easy-vqa package")
     p.add_argument("--out", type=Path, default=Path("data/easy-vqa"))
     p.set_defaults(func=cmd_prepare_easy_vqa)
+
+    p = groups.top.add_parser(
+        "domain",
+        help="fit a checkpoint's per-image domain check on its training images",
+        description="The domain check (core/domain.py) flags images unlike a model's training images. "
+        "Training records it in the checkpoint; this fits it for a checkpoint without one (on up to 1,000 "
+        "training and 300 held-out images, each also degraded, encoded at 224 px: a few minutes on a CPU) "
+        "and writes NAME.domain.pt beside it. Example: attend domain captioner --checkpoint runs/cap/best.pt "
+        "--data data/coco",
+    )
+    p.add_argument("task", choices=("captioner", "vqa"), help="the checkpoint's task")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint file or a shipped model's name (e.g. scenes)")
+    p.add_argument("--data", type=Path, required=True, help="the prepared folder the model was trained on")
+    p.add_argument("--train-split", default="train", help="images the statistics are fitted on (default train)")
+    p.add_argument(
+        "--held-out-split", default="val", help="training-domain images that set the threshold (default val)"
+    )
+    p.add_argument("--out", type=Path, help="where to write the statistics (default: NAME.domain.pt beside it)")
+    p.set_defaults(func=cmd_domain)
 
     p = groups.top.add_parser("features", help="encode every image once into the feature cache (resumable)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)

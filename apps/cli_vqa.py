@@ -15,6 +15,7 @@ from .options import (
     Groups,
     add_checkpoint,
     add_device,
+    add_json,
     add_train_args,
     check_out_folder,
     encoder_config,
@@ -22,6 +23,7 @@ from .options import (
     log,
     model_overrides,
     print_json,
+    print_summary,
     train_config,
 )
 
@@ -55,17 +57,16 @@ def cmd_evaluate_vqa(args: argparse.Namespace) -> None:
 
     if args.out is not None:
         check_out_folder(args.out)
-    print_json(
-        evaluate_vqa(
-            args.checkpoint,
-            args.data,
-            split=args.split,
-            out=args.out,
-            device=args.device,
-            batch_size=args.batch_size,
-            multiple_choice=args.multiple_choice,
-        )
+    summary = evaluate_vqa(
+        args.checkpoint,
+        args.data,
+        split=args.split,
+        out=args.out,
+        device=args.device,
+        batch_size=args.batch_size,
+        multiple_choice=args.multiple_choice,
     )
+    print_summary(summary, args.json, args.out / f"metrics_{args.split}.json" if args.out else None)
 
 
 def cmd_bench_vqa(args: argparse.Namespace) -> None:
@@ -87,9 +88,14 @@ def _format_choices(mc: dict) -> list[str]:
     return lines
 
 
-def _format(result: dict) -> str:
+def _format(result: dict, trained_on: str = "") -> str:
     """A human-readable answer: the answer (the chosen candidate first where choices were given),
-    the top-k, unknown words, the attention grids."""
+    the top-k, unknown words, and any warning about the image. The attention is in --json."""
+    from core.domain import notices
+
+    if result.get("withheld"):
+        reply = f"no answer: {result['withheld']} (--allow-unknown answers anyway)"
+        return "\n".join([reply, *notices(result, trained_on)])
     lines = []
     if "multiple_choice" in result:
         lines += _format_choices(result["multiple_choice"])
@@ -99,10 +105,7 @@ def _format(result: dict) -> str:
     lines += [f"  {p:6.1%}  {a}" for a, p in result["top_k"]]
     if result["unknown_words"]:
         lines.append(f"unknown words (ignored): {', '.join(result['unknown_words'])}")
-    h, w = result["grid"]
-    for g, glimpse in enumerate(result["attention"]):
-        lines.append(f"attention, glimpse {g + 1} ({h}x{w}, rows top to bottom):")
-        lines += ["  " + " ".join(f"{v:.2f}" for v in row) for row in glimpse]
+    lines += notices(result, trained_on)
     return "\n".join(lines)
 
 
@@ -115,7 +118,7 @@ def cmd_ask(args: argparse.Namespace) -> None:
             raise AttendError("give IMAGE QUESTION, or --questions FILE.jsonl, not both")
         if args.choices is not None:
             raise AttendError('--choices goes with IMAGE QUESTION; in a --questions file give "choices" on each line')
-        answerer = Answerer.load(args.checkpoint, device=args.device or "cpu")
+        answerer = Answerer.load(args.checkpoint, device=args.device or "cpu", allow_unknown=args.allow_unknown)
         for result in ask_file(answerer, args.questions, args.top_k):
             print(json.dumps(result), flush=True)  # a long file shows its answers as they come
         return
@@ -126,9 +129,9 @@ def cmd_ask(args: argparse.Namespace) -> None:
     if args.image is None or args.question is None:
         raise AttendError('give an image and a question: attend ask IMAGE "QUESTION" (or --questions FILE.jsonl)')
     choices = None if args.choices is None else check_choices(args.choices)  # before loading the model
-    answerer = Answerer.load(args.checkpoint, device=args.device or "cpu")
+    answerer = Answerer.load(args.checkpoint, device=args.device or "cpu", allow_unknown=args.allow_unknown)
     result = answerer.ask_one(args.image, args.question, top_k=args.top_k, choices=choices)
-    print(json.dumps(result, indent=2) if args.json else _format(result))
+    print(json.dumps(result) if args.json else _format(result, answerer.checkpoint.get("data", {}).get("source", "")))
 
 
 # ---------------------------------------------------------------- parser
@@ -171,6 +174,7 @@ def register(groups: Groups) -> None:
         "(VQA v1's 18 `multiple_choices`, the scenes', easy-VQA's) gets the candidate the model ranks first, "
         "scored with the same accuracy; questions without candidates are counted as skipped",
     )
+    add_json(p, "the metrics")
     add_device(p)
     p.set_defaults(func=cmd_evaluate_vqa)
 
@@ -201,7 +205,18 @@ def register(groups: Groups) -> None:
         'given after IMAGE and QUESTION, e.g. --choices "a bald eagle" "a sparrow" "two". Each is matched to '
         "the model's answers after the official VQA normalisation; those it does not know are listed, not ranked",
     )
-    p.add_argument("--top-k", type=int_at_least(1), default=3)
-    p.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    p.add_argument("--top-k", type=int_at_least(1), default=3, help="answers listed, with probabilities (default 3)")
+    p.add_argument(
+        "--allow-unknown",
+        action="store_true",
+        help="answer even when the question has a content word the model does not know (default: the answer "
+        "is withheld and the reply names the word, since the model would answer another question)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="the whole result as one JSON object on one line: answer, top_k, attention (glimpses x h x w), "
+        "in_domain, domain_score, labels (the encoder's ImageNet top 5), withheld",
+    )
     add_device(p, default="cpu")
     p.set_defaults(func=cmd_ask)

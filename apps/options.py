@@ -49,6 +49,41 @@ def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2))
 
 
+def summary_rows(obj: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    """A nested result as (dotted name, value) rows; a list of records shows as its length."""
+    rows: list[tuple[str, Any]] = []
+    for key, value in obj.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            rows += summary_rows(value, name + ".")
+        elif isinstance(value, list) and value and isinstance(value[0], (dict, list)):
+            rows.append((name, f"{len(value)} entries (in --json)"))
+        elif isinstance(value, list):
+            rows.append((name, ", ".join(map(str, value))))
+        else:
+            rows.append((name, value))
+    return rows
+
+
+def print_summary(summary: dict, as_json: bool, out: Path | None = None) -> None:
+    """A command's result: one JSON line with ``as_json``, else a two-column table, with the file the
+    whole result went to (``out``/metrics_SPLIT.json) named last."""
+    if as_json:
+        print(json.dumps(summary))
+        return
+    rows = summary_rows(summary)
+    width = max((len(name) for name, _ in rows), default=0)
+    for name, value in rows:
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+        print(f"{name:<{width}}  {shown}")
+    if out is not None:
+        print(f"(the whole result, as JSON: {out})")
+
+
+def add_json(p: argparse.ArgumentParser, what: str = "the result") -> None:
+    p.add_argument("--json", action="store_true", help=f"print {what} as one JSON object on one line")
+
+
 def log(message: str) -> None:
     """Progress for people goes to stderr; stdout stays the command's result."""
     print(message, file=sys.stderr)

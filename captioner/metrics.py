@@ -10,8 +10,8 @@ checks it), so the two BLEU figures differ only where the toolkits do.
 from __future__ import annotations
 
 import contextlib
+import io
 import shutil
-import sys
 import warnings
 
 
@@ -49,7 +49,7 @@ def coco_metrics(references: list[list[list[str]]], hypotheses: list[list[str]])
     out = {}
     for scorer, names in scorers:
         try:
-            with contextlib.redirect_stdout(sys.stderr):  # pycocoevalcap prints; stdout carries our JSON
+            with contextlib.redirect_stdout(io.StringIO()):  # pycocoevalcap's own progress lines: not ours
                 score, _ = scorer.compute_score(gts, res)
         except Exception as e:  # METEOR's Java subprocess can fail on odd machines: report, go on
             out[f"{names if isinstance(names, str) else names[0]}_error"] = type(e).__name__

@@ -18,6 +18,7 @@ import torch
 from core import distributed
 from core.checkpoint import check_encoder_fit, export_checkpoint, load_checkpoint
 from core.config import check_options
+from core.domain import domain_record
 from core.encoder import EncoderConfig
 from core.errors import AttendError
 from core.features import FeatureCache
@@ -216,6 +217,7 @@ def train_captioner(
             "data": {"source": prepared.get("source", "")},
             "captions_per_image": captions_per_image,
             "init": None if init is None else str(init),
+            "domain": domain_record(data_dir, "train", val_split, log),
         }
         result = fit(
             model, train_set, collate_captions, _loss, evaluate, select, train, ctx, extra, log=log, metric_names=names

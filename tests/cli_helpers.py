@@ -41,3 +41,9 @@ def npy_data_offset(npy: Path) -> int:
         np.lib.format.read_magic(f)
         np.lib.format.read_array_header_1_0(f)
         return f.tell()
+
+
+def caption_lines(out: str) -> list[str]:
+    """The ``NAME<TAB>CAPTION`` lines of `attend caption`'s human output, without the indented
+    warnings that may follow a caption (out of domain, flags, the encoder's labels)."""
+    return [line for line in out.splitlines() if not line.startswith("  ")]

@@ -161,11 +161,24 @@ def test_coco_prepare_features_train_evaluate_resume(tmp_path, capsys, one_threa
         "2",
         "--out",
         run,
+        "--json",
     )
     assert code == 0, err
+    assert len(out.splitlines()) == 1  # --json: one line
     printed = json.loads(out)
     metrics = json.loads((run / "metrics_val.json").read_text())
     assert printed == metrics
+    # Without --json: a table of the same numbers, naming the file that holds them all.
+    code, table, err = run_cli(
+        capsys, "evaluate", "captioner", "--checkpoint", run / "best.pt", "--data", data, "--split", "val",
+        "--beam", "2", "--out", run,
+    )  # fmt: skip
+    assert code == 0 and err == "", err
+    rows = dict(line.split(None, 1) for line in table.splitlines()[:-1])
+    assert float(rows["bleu4"]) == pytest.approx(metrics["bleu4"], rel=1e-3)
+    assert (
+        rows["split"] == "val" and table.splitlines()[-1] == f"(the whole result, as JSON: {run / 'metrics_val.json'})"
+    )
     assert metrics["images"] == 4 and metrics["beam_size"] == 2 and metrics["split"] == "val"
     assert {"bleu1", "bleu2", "bleu3", "bleu4", "coco_bleu1", "coco_bleu4", "cider", "rouge_l"} <= metrics.keys()
     for name in ("bleu1", "bleu4", "cider", "rouge_l"):
@@ -425,7 +438,17 @@ def test_caption_json_batched_in_input_order_with_attention_pngs(
     assert len(rows) == 3
     assert [r["image"] for r in rows] == [str(p) for p in images]
     for r in rows:
-        assert set(r) == {"image", "caption", "tokens", "attention", "grid"}
+        assert set(r) == {
+            "image",
+            "caption",
+            "tokens",
+            "in_domain",
+            "domain_score",
+            "flags",
+            "labels",
+            "attention",
+            "grid",
+        }
         assert r["grid"] == [7, 7] and r["caption"] == " ".join(r["tokens"])
         assert len(r["attention"]) == len(r["tokens"])
         for grid in r["attention"]:

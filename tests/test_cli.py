@@ -92,6 +92,7 @@ def test_every_command_is_registered_once_with_plain_and_checkpoint_where_they_b
         ("charlm", "cells"),
         ("caption",),
         ("ask",),
+        ("domain",),
         ("app",),
     }
     plain = {path for path, p in commands.items() if "--plain" in _options(p)}
@@ -119,10 +120,11 @@ def test_every_command_is_registered_once_with_plain_and_checkpoint_where_they_b
         ("charlm", "evaluate"),
         ("charlm", "cells"),
         ("charlm", "export"),
+        ("domain",),
     }
     for path, action in takes.items():
-        if path == ("charlm", "export"):
-            assert action.required  # a trained checkpoint to copy, never a shipped name
+        if path in (("charlm", "export"), ("domain",)):
+            assert action.required  # export: a trained checkpoint to copy; domain: the one to fit for
             continue
         names = CAPTIONER_SHIPPED
         if "vqa" in path or path == ("ask",):

@@ -14,6 +14,8 @@ import torch
 from apps.cli import main
 from core.prepared import CAPTIONS, IMAGES, write_prepared
 
+from cli_helpers import caption_lines
+
 ATTEND = Path(sys.executable).parent / "attend"  # the installed console script of this venv
 
 
@@ -61,8 +63,8 @@ def test_caption_mixed_batch_captions_the_good_images_and_names_each_bad_one(
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     assert code == 1 and "Traceback" not in err
-    assert [line.split("\t")[0] for line in out.splitlines()] == [str(good[0]), str(good[1])]
-    assert all(line.split("\t")[1] for line in out.splitlines())  # a caption each
+    assert [line.split("\t")[0] for line in caption_lines(out)] == [str(good[0]), str(good[1])]
+    assert all(line.split("\t")[1] for line in caption_lines(out))  # a caption each
     errors = err.splitlines()
     assert len(errors) == 2 and all(line.startswith("attend: error: ") for line in errors)
     assert f"{bad_images['text']}: not an image file" in errors[0]
@@ -81,7 +83,7 @@ def test_int8_on_cuda_is_refused(tiny_captioner, scenes_dir, capsys, monkeypatch
 def test_int8_caption_runs_and_prints_one_caption_per_image(tiny_captioner, scenes_dir, capsys):
     images = sorted((scenes_dir / "images" / "train").glob("*.png"))[:2]
     assert main(["caption", *map(str, images), "--checkpoint", str(tiny_captioner), "--int8", "--beam", "2"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    lines = caption_lines(capsys.readouterr().out)
     assert [line.split("\t")[0] for line in lines] == [str(p) for p in images]
 
 

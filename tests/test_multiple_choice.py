@@ -289,7 +289,8 @@ def test_cli_jsonl_choices(tiny_vqa, images, tmp_path, capsys, one_thread):
         None,
         ["yes", "no"],
     ]
-    code, out, err = run_cli(capsys, "ask", "--questions", jsonl, "--checkpoint", tiny_vqa)
+    # --allow-unknown: the tiny model does not know "red", and the choices are the point here
+    code, out, err = run_cli(capsys, "ask", "--questions", jsonl, "--checkpoint", tiny_vqa, "--allow-unknown")
     assert code == 0, err
     results = [json.loads(line) for line in out.splitlines()]
     assert [r["line"] for r in results] == [1, 2, 3, 4, 5]
@@ -300,7 +301,7 @@ def test_cli_jsonl_choices(tiny_vqa, images, tmp_path, capsys, one_thread):
     assert results[3] == {"line": 4, "error": 'line 4: "choices" must be a list of candidate answers (strings)'}
     assert results[4]["multiple_choice"]["choice"] in ("yes", "no")
     # The same through the library, one line at a time.
-    answerer = Answerer.load(tiny_vqa)
+    answerer = Answerer.load(tiny_vqa, allow_unknown=True)
     assert json.loads(json.dumps(list(ask_file(answerer, jsonl, batch_lines=1)))) == results
 
 
@@ -446,7 +447,7 @@ def test_vqa_v1_multiple_choice_prepare_train_evaluate(tmp_path, capsys, one_thr
 
     code, out, err = run_cli(
         capsys, "evaluate", "vqa", "--checkpoint", fixed, "--data", data, "--split", "val",
-        "--multiple-choice", "--out", tmp_path / "eval", "--device", "cpu",
+        "--multiple-choice", "--out", tmp_path / "eval", "--device", "cpu", "--json",
     )  # fmt: skip
     assert code == 0, err
     result = json.loads(out)
@@ -474,13 +475,23 @@ def test_vqa_v1_multiple_choice_prepare_train_evaluate(tmp_path, capsys, one_thr
 
     # Without the flag the result is the open-ended one only, and old prepared data (no
     # choices at all) still evaluates, with every question skipped for MC.
-    code, out, _ = run_cli(capsys, "evaluate", "vqa", "--checkpoint", fixed, "--data", data, "--split", "val")
+    code, out, _ = run_cli(capsys, "evaluate", "vqa", "--checkpoint", fixed, "--data", data, "--split", "val", "--json")
     assert code == 0 and "multiple_choice" not in json.loads(out)
     for r in prepared["splits"]["val"]:
         r.pop("choices", None)
     (data / "vqa.json").write_text(json.dumps(prepared))
     code, out, _ = run_cli(
-        capsys, "evaluate", "vqa", "--checkpoint", fixed, "--data", data, "--split", "val", "--multiple-choice"
+        capsys,
+        "evaluate",
+        "vqa",
+        "--checkpoint",
+        fixed,
+        "--data",
+        data,
+        "--split",
+        "val",
+        "--multiple-choice",
+        "--json",
     )
     assert code == 0
     mc = json.loads(out)["multiple_choice"]

@@ -6,10 +6,18 @@ plain dicts::
 
     {"question": str, "answer": str, "top_k": [[answer, probability], ...],
      "attention": G x h x w nested lists (rows first), "grid": [h, w],
-     "question_tokens": [...], "unknown_words": [...]}
+     "question_tokens": [...], "unknown_words": [...],
+     "in_domain": bool | None, "domain_score": float | None, "labels": [[name, p], ...] | None}
 
 or, for an unusable question or image, ``{"question": str, "error": str, ...}``.
 ``ask_one`` raises the error (an ``AttendError``) instead.
+
+Honest answers. ``in_domain``/``domain_score``: is the image like the training images
+(core/domain.py; None when the checkpoint has no statistics). ``labels``: the encoder's own
+ImageNet top 5 (core/recognise.py). A question with a content word the model does not know
+(anything but a short list of function words) gets ``"answer": None, "top_k": [],
+"withheld": "the model does not know 'person', ..."`` unless ``allow_unknown``; a spelling the
+model does not know is first replaced by its variant the model knows (colour/color, grey/gray).
 
 Multiple choice: given candidate answers (``choices=[...]``, at least 2), a result also has
 ``"multiple_choice": {"choice": str | None, "ranked": [{"choice", "form", "probability",
@@ -28,8 +36,10 @@ from typing import Any
 import torch
 
 from core.checkpoint import check_encoder_fit
+from core.domain import DomainStats, domain_for
 from core.encoder import ImageEncoder
 from core.errors import AttendError
+from core.recognise import look, reusable
 from core.vocab import tokenize
 
 from .checkpoint import load_vqa, resolve_checkpoint
@@ -37,6 +47,39 @@ from .choices import answer_forms, check_choices, rank_choices
 from .data import MAX_QUESTION_TOKENS, pad_questions, question_ids
 
 ENCODE_BATCH = 32
+
+# Spellings of one word: a question may use either, whichever one the model was trained on.
+VARIANTS = {
+    "colour": "color",
+    "color": "colour",
+    "colours": "colors",
+    "colors": "colours",
+    "coloured": "colored",
+    "colored": "coloured",
+    "grey": "gray",
+    "gray": "grey",
+}
+# Words a question can do without: an unknown one of these is dropped; any other unknown word
+# withholds the answer (the model would answer a different question).
+FUNCTION_WORDS = frozenset(
+    "a an the this that these those is are was were be been do does did can could would should will "
+    "of in on at to for from with by about into onto over under as and or there here it its please "
+    "me tell you see i".split()
+)
+
+
+def spelled_for(tokens: list[str], known) -> list[str]:
+    """Each token the model does not know replaced by its other spelling where the model knows that."""
+    return [VARIANTS[t] if t not in known and VARIANTS.get(t) in known else t for t in tokens]
+
+
+def withheld_reason(unknown: Sequence[str]) -> str | None:
+    """Why an answer is withheld: the content words the model does not know; None when all are known."""
+    content = list(dict.fromkeys(t for t in unknown if t not in FUNCTION_WORDS))
+    if not content:
+        return None
+    words = ", ".join(f"'{t}'" for t in content)
+    return f"the model does not know {words}, so it would answer another question"
 
 
 class QuestionError(AttendError):
@@ -46,27 +89,42 @@ class QuestionError(AttendError):
 class Answerer:
     """A trained VQA model with its image encoder, vocabulary and answer list."""
 
-    def __init__(self, net, vocab, answers: list[str], encoder: ImageEncoder, checkpoint: dict, device: torch.device):
+    def __init__(
+        self,
+        net,
+        vocab,
+        answers: list[str],
+        encoder: ImageEncoder,
+        checkpoint: dict,
+        device: torch.device,
+        domain: DomainStats | None = None,
+        allow_unknown: bool = False,
+    ):
         self.net, self.vocab, self.answers, self.encoder = net, vocab, answers, encoder
-        self.checkpoint, self.device = checkpoint, device
+        self.checkpoint, self.device, self.domain = checkpoint, device, domain
+        self.allow_unknown = allow_unknown  # answer even when a content word is unknown (withheld otherwise)
         self.grid = list(net.config.grid)
         self.forms = answer_forms(answers)  # normalised form -> answer indices, for multiple choice
 
     @classmethod
-    def load(cls, checkpoint: str | Path | None = None, device: str | torch.device = "cpu") -> Answerer:
-        """``checkpoint``: a path, ``"scenes"`` or ``"easy-vqa"`` (the shipped models); None = scenes."""
+    def load(
+        cls, checkpoint: str | Path | None = None, device: str | torch.device = "cpu", allow_unknown: bool = False
+    ) -> Answerer:
+        """``checkpoint``: a path, ``"scenes"`` or ``"easy-vqa"`` (the shipped models); None = scenes.
+        ``allow_unknown``: answer a question with a content word the model does not know (by
+        default the answer is withheld and the result says which word)."""
         device = torch.device(device)
         net, vocab, answers, encoder_config, state = load_vqa(checkpoint, device)
-        check_encoder_fit(
-            resolve_checkpoint(checkpoint), "VQA", net.config.grid, net.config.encoder_dim, encoder_config
-        )
+        path = resolve_checkpoint(checkpoint)
+        check_encoder_fit(path, "VQA", net.config.grid, net.config.encoder_dim, encoder_config)
+        domain = domain_for(path, state)
         encoder = ImageEncoder(encoder_config).to(device)
-        return cls(net, vocab, answers, encoder, state, device)
+        return cls(net, vocab, answers, encoder, state, device, domain, allow_unknown)
 
     # ---------------------------------------------------------------- the two halves
     def check_question(self, question: str) -> tuple[list[str], list[str]]:
         """(tokens, unknown words) of a question; ``QuestionError`` when it cannot be answered."""
-        tokens = tokenize(question or "")
+        tokens = spelled_for(tokenize(question or ""), self.vocab.stoi)
         unknown = self.vocab.unknown(tokens)
         if not tokens:
             raise QuestionError('empty question: ask something about the image, e.g. "what colour is the circle?"')
@@ -80,10 +138,12 @@ class Answerer:
         return tokens, unknown
 
     @torch.inference_mode()
-    def encode(self, images: Sequence[Any]) -> torch.Tensor:
-        """Images (paths, bytes, file objects or PIL images) -> grids (N, P, D); ``ImageError`` if one is bad."""
+    def encode(self, images: Sequence[Any], info: bool = False):
+        """Images (paths, bytes, file objects or PIL images) -> grids (N, P, D); ``ImageError`` if one is bad.
+        ``info``: (grids, their ``image_info``)."""
         x = torch.stack([self.encoder.preprocess(image) for image in images]).to(self.device)  # (N, C, S, S)
-        return self.encoder(x)[0]  # (N, P, D)
+        features = self.encoder(x)[0]  # (N, P, D)
+        return (features, self.image_info(features, x)) if info else features
 
     @torch.inference_mode()
     def answer_features(
@@ -93,12 +153,18 @@ class Answerer:
         top_k: int = 3,
         image_index: torch.Tensor | None = None,
         choices: Sequence[Sequence[str] | None] | None = None,
+        allow_unknown: bool | None = None,
+        images: list[dict] | None = None,
     ) -> list[dict]:
         """Already encoded grids (N, P, D) and tokenized questions -> one result each.
 
         ``image_index`` (B,): the grid each question is about (default: question b, grid b).
         ``choices``: per question, checked candidate answers (``check_choices``) or None.
+        ``allow_unknown``: answer despite unknown content words (None: the model's setting).
+        ``images``: per grid, its ``image_info`` (default: the domain check only, no labels).
+        A withheld answer is ``"answer": None, "top_k": [], "withheld": reason``.
         """
+        allow_unknown = self.allow_unknown if allow_unknown is None else allow_unknown
         ids = [torch.tensor(question_ids(tokens, self.vocab), dtype=torch.long) for tokens in token_lists]
         questions = pad_questions(ids).to(self.device)  # (B, T)
         if image_index is not None:
@@ -108,6 +174,8 @@ class Answerer:
         top = probs.topk(min(top_k, probs.shape[1]), dim=1)
         h, w = self.grid
         maps = attention.reshape(attention.shape[0], attention.shape[1], h, w).cpu()  # (B, G, h, w)
+        images = images or self.image_info(features)
+        rows = range(len(token_lists)) if image_index is None else image_index.tolist()
         results = []
         for b, tokens in enumerate(token_lists):
             pairs = [[self.answers[k], round(p, 4)] for p, k in zip(top.values[b].tolist(), top.indices[b].tolist())]
@@ -119,11 +187,34 @@ class Answerer:
                     "grid": [h, w],
                     "question_tokens": list(tokens),
                     "unknown_words": self.vocab.unknown(tokens),
+                    **images[rows[b]],
                 }
             )
             if choices is not None and choices[b] is not None:
                 results[-1]["multiple_choice"] = rank_choices(probs[b], self.forms, choices[b])
+            reason = None if allow_unknown else withheld_reason(results[-1]["unknown_words"])
+            if reason is not None:  # the model would answer another question: say so, answer nothing
+                results[-1].update(answer=None, top_k=[], withheld=reason)
+                results[-1].pop("multiple_choice", None)
         return results
+
+    def image_info(self, features: torch.Tensor, inputs: torch.Tensor | None = None) -> list[dict]:
+        """Grids (N, P, D) encoded from ``inputs`` (N, C, S, S) -> per image ``in_domain``,
+        ``domain_score`` (None without statistics) and, given the inputs, the encoder's ImageNet
+        ``labels`` (core/domain.py, core/recognise.py)."""
+        n = features.shape[0]
+        if inputs is None and not reusable(self.encoder.config):
+            return [{"in_domain": None, "domain_score": None, "labels": None}] * n
+        probe, seen = look(features, self.encoder.config, inputs)  # (N, 1280), labels and maps
+        checks = self.domain.check(probe) if self.domain else [{}] * n
+        return [
+            {
+                "in_domain": c.get("in_domain"),
+                "domain_score": c.get("domain_score"),
+                "labels": s.get("labels"),
+            }
+            for c, s in zip(checks, seen)
+        ]
 
     # ---------------------------------------------------------------- the API
     def ask(
@@ -162,6 +253,7 @@ class Answerer:
                 }
         # Encode each distinct image once, in batches; a bad image fails only its questions.
         grids: dict[Any, torch.Tensor | str] = {}
+        info: dict[Any, dict] = {}
         pending: list[tuple[Any, torch.Tensor]] = []
         for i in tokens:
             key = _image_key(images[i])
@@ -178,6 +270,7 @@ class Answerer:
                 x = torch.stack([t for _, t in chunk]).to(self.device)  # (N, C, S, S)
                 encoded = self.encoder(x)[0]  # (N, P, D)
             grids.update((key, grid) for (key, _), grid in zip(chunk, encoded))
+            info.update((key, row) for (key, _), row in zip(chunk, self.image_info(encoded, x)))
         for i in list(tokens):
             grid = grids[_image_key(images[i])]
             if isinstance(grid, str):
@@ -194,19 +287,35 @@ class Answerer:
             features = torch.stack([grids[key] for key in keys])  # (N, P, D)
             image_index = torch.tensor([row[_image_key(images[i])] for i in order])  # (B,)
             answered = self.answer_features(
-                features, [tokens[i] for i in order], top_k, image_index, [checked[i] for i in order]
+                features,
+                [tokens[i] for i in order],
+                top_k,
+                image_index,
+                [checked[i] for i in order],
+                images=[info[key] for key in keys],
             )
             for i, result in zip(order, answered):
                 results[i] = {"question": questions[i], **result}
         return results  # type: ignore[return-value]
 
-    def ask_one(self, image: Any, question: str, top_k: int = 3, choices: Sequence[str] | None = None) -> dict:
+    def ask_one(
+        self,
+        image: Any,
+        question: str,
+        top_k: int = 3,
+        choices: Sequence[str] | None = None,
+        allow_unknown: bool | None = None,
+    ) -> dict:
         """One question about one image, optionally with candidate answers to rank; raises
-        ``AttendError`` (one line) if the question, the image or the choices are unusable."""
+        ``AttendError`` (one line) if the question, the image or the choices are unusable.
+        ``allow_unknown``: as in ``answer_features``."""
         tokens, _ = self.check_question(question)
         checked = None if choices is None else check_choices(choices)
-        features = self.encode([image])  # (1, P, D)
-        return {"question": question, **self.answer_features(features, [tokens], top_k, choices=[checked])[0]}
+        features, info = self.encode([image], info=True)  # (1, P, D)
+        answered = self.answer_features(
+            features, [tokens], top_k, choices=[checked], allow_unknown=allow_unknown, images=info
+        )
+        return {"question": question, **answered[0]}
 
 
 def _image_key(image: Any) -> Any:

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from core import distributed
 from core.checkpoint import check_encoder_fit, export_checkpoint
 from core.config import check_options
+from core.domain import domain_record
 from core.encoder import EncoderConfig
 from core.errors import AttendError
 from core.features import FeatureCache
@@ -203,6 +204,7 @@ def train_vqa(
         "encoder": asdict(encoder),
         "metric": metric,
         "data": {"source": prepared.get("source", "")},
+        "domain": domain_record(data_dir, "train", val_split, log),
     }
     ctx = distributed.init(device)
     try:
