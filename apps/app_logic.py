@@ -564,6 +564,18 @@ def escape_markdown(text: str) -> str:
     return _AUTOLINK.sub(WORD_JOINER, escaped)
 
 
+def distinct_labels(labels: list[str]) -> list[str]:
+    """``labels`` made pairwise distinct without changing how they look: the k-th repeat of a
+    label gets k invisible word joiners. Streamlit's pills map a click back to an option by its
+    label, so without this every chip of a repeated word selects the same occurrence."""
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        out.append(label + WORD_JOINER * seen.get(label, 0))
+        seen[label] = seen.get(label, 0) + 1
+    return out
+
+
 def plain(markdown: str) -> str:
     """Undo ``escape_markdown`` (tests compare what the page shows)."""
     return re.sub(r"\\(.)", r"\1", markdown).replace(WORD_JOINER, "")
@@ -622,3 +634,69 @@ def unscorable_note(multiple_choice: dict) -> str | None:
     if not unscorable:
         return None
     return f"Not among this model's answers, so not ranked: {', '.join(unscorable)}."
+
+
+# ---------------------------------------------------------------- honest about the image
+
+
+def use_sample(state: MutableMapping, index: int, kind: str) -> None:
+    """A gallery *Use* button's callback (it runs before the page is drawn, so it may set the
+    sidebar): the sample is chosen and brings its own VQA model -- an easy-VQA picture the
+    shipped easy-VQA model, a scene the scenes model -- unless the visitor loads a file."""
+    state["sample"] = index
+    if state.get("vqa_choice") == "path":
+        return
+    state["vqa_choice"] = "easy-vqa" if kind == "easy-vqa" else "default"
+
+
+ANSWER_KEYS = ("question", "choices", "example_question")
+
+
+def forget_answer_on_new_picture(state: MutableMapping, digest: str) -> bool:
+    """Clear the question box (and with it the answer) when the picture changes, so no answer
+    stays on screen under another image. True when it cleared something."""
+    if state.get("answered_picture") == digest:
+        return False
+    state["answered_picture"] = digest
+    cleared = False
+    for key in ANSWER_KEYS:
+        if state.get(key):
+            state.pop(key, None)
+            cleared = True
+    return cleared
+
+
+def domain_notice(result: dict, trained_on: str = "") -> str | None:
+    """One warning to show right beside a caption or an answer (``core.domain.notices`` joined),
+    or None when nothing is wrong."""
+    from core.domain import notices
+
+    lines = [line.removeprefix("warning: ") for line in notices(result, trained_on)]
+    return " ".join(line[0].upper() + line[1:] + "." for line in lines) if lines else None
+
+
+# The question forms each shipped VQA model was trained on (README, "What the shipped models can
+# and cannot do"): offered as examples for any image, since other forms get unreliable answers.
+QUESTION_FORMS = {
+    "scenes": [
+        "what colour is the circle?",
+        "what shape is the red object?",
+        "how many objects are there?",
+        "how many blue objects are there?",
+        "is there a green square?",
+        "is the red circle left of the blue star?",
+        "what shape is left of the blue star?",
+    ],
+    "easy-vqa": [
+        "what color is the shape?",
+        "what shape is in the image?",
+        "is there a blue shape?",
+        "does the image contain a circle?",
+        "is there not a red shape?",
+    ],
+}
+
+
+def example_questions(own: list[str] | None, source: str) -> list[str]:
+    """The picture's own questions (a gallery sample's), else the forms the model knows."""
+    return list(own) if own else list(QUESTION_FORMS.get(source, []))

@@ -64,13 +64,19 @@ def caption_image(model: tuple, digest: str, beam_size: int, _captioner, _image)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def answer_question(model: tuple, digest: str, question: str, choices: tuple, _answerer, _image):
+def answer_question(model: tuple, digest: str, question: str, choices: tuple, allow_unknown: bool, _answerer, _image):
     """The answer dict, or {"error": message} for a question, image or choices the model cannot use.
-    ``choices``: candidate answers to rank (multiple choice), () for open-ended."""
+    ``choices``: candidate answers to rank (multiple choice), () for open-ended; ``allow_unknown``:
+    answer despite unknown content words (withheld otherwise)."""
     try:
-        return _answerer.ask_one(_image, question, top_k=5, choices=list(choices) or None)
+        return _answerer.ask_one(_image, question, top_k=5, choices=list(choices) or None, allow_unknown=allow_unknown)
     except AttendError as e:
         return {"error": str(e)}
+
+
+def trained_on(model) -> str:
+    """What a loaded model was trained on, in a word ("scenes", "easy-vqa", "coco"), or ""."""
+    return str(model.checkpoint.get("data", {}).get("source", ""))
 
 
 @st.cache_data(show_spinner=False)
@@ -190,8 +196,13 @@ def choose_picture() -> logic.Picture | None:
                 columns = st.columns(PER_ROW)
                 for i, column in zip(range(start, min(start + PER_ROW, len(gallery))), columns):
                     column.image(gallery[i].data, caption=logic.escape_markdown(gallery[i].label), width="stretch")
-                    if column.button("Use", key=f"sample_{i}", width="stretch"):
-                        st.session_state.sample = i
+                    column.button(
+                        "Use",
+                        key=f"sample_{i}",
+                        width="stretch",
+                        on_click=logic.use_sample,  # brings its own VQA model (easy-VQA or scenes)
+                        args=(st.session_state, i, gallery[i].kind),
+                    )
             if "sample" in st.session_state:
                 sample = gallery[st.session_state.sample]
                 return logic.remember_picture(
@@ -207,11 +218,12 @@ def choose_picture() -> logic.Picture | None:
 # ---------------------------------------------------------------- caption
 
 
-def show_caption(picture: logic.Picture, captioner, captioner_key: tuple, captioner_error: str | None) -> None:
+def show_caption(picture: logic.Picture, captioner, captioner_key: tuple, captioner_error: str | None):
+    """The caption with its notice and its maps; returns the ``CaptionResult`` (None without a captioner)."""
     st.header("Caption")
     if captioner is None:
         st.caption(f"No captioner is loaded. {captioner_error}")
-        return
+        return None
     beam = st.columns([1, 2])[0].slider(
         "Beam size", 1, 5, 3, key="beam", help="How many partial captions the search keeps; 1 is greedy decoding."
     )
@@ -219,17 +231,23 @@ def show_caption(picture: logic.Picture, captioner, captioner_key: tuple, captio
     # The key names the image: the browser test waits for this caption, not the last one.
     with st.container(key=f"caption_{picture.digest[:12]}"):
         st.markdown(f"### {logic.escape_markdown(result.caption)}" if result.tokens else "### (an empty caption)")
+        check = {"in_domain": result.in_domain, "domain_score": result.domain_score, "flags": result.flags}
+        notice = logic.domain_notice({**check, "labels": result.labels}, trained_on(captioner))
+        if notice:
+            with st.container(key="caption_notice"):
+                st.warning(logic.escape_markdown(notice), icon=":material/warning:")
     if result.attention is None or not result.tokens:
         st.caption("This captioner has no attention (the CNN+RNN baseline) or said nothing: no maps to show.")
-        return
+        return result
     h, w = result.grid
     words = [logic.escape_markdown(token) for token in result.tokens]
+    chips = logic.distinct_labels(words)  # pills tell options apart by label: "a" twice would be one
     chosen = st.pills(
         "Click a word to see where the model looked",
         list(range(len(words))),
         default=0,
         required=True,
-        format_func=words.__getitem__,  # a list's method: the widget keeps the words, nothing else
+        format_func=chips.__getitem__,  # a list's method: the widget keeps the words, nothing else
         key=f"word_{picture.digest[:12]}_{beam}",
     )
     left, right = st.columns(2)
@@ -239,7 +257,7 @@ def show_caption(picture: logic.Picture, captioner, captioner_key: tuple, captio
             logic.word_overlay(result.image, grid, LARGE),
             output_format="JPEG",
             width=LARGE,
-            caption=f'"{words[chosen]}": attention over the {h}x{w} grid',
+            caption=f'"{words[chosen]}" (word {chosen + 1}): attention over the {h}x{w} grid',
         )
         if logic.is_uniform(grid):
             st.caption("This word's attention is spread evenly: it looked at nothing in particular.")
@@ -259,6 +277,39 @@ def show_caption(picture: logic.Picture, captioner, captioner_key: tuple, captio
             columns = st.columns(PER_ROW)
             for column, i in zip(columns, range(start, min(start + PER_ROW, len(tiles)))):
                 column.image(tiles[i], caption=f"{i + 1}. {words[i]}", output_format="JPEG")
+    return result
+
+
+# ---------------------------------------------------------------- what the encoder recognises
+
+
+def show_labels(picture: logic.Picture, result) -> None:
+    """The encoder's own ImageNet top 5 for the picture, each with its class activation map:
+    true of a photograph, where the scenes models' caption and answers are not."""
+    if not result.labels:
+        return
+    st.subheader("What the encoder recognises")
+    st.caption(
+        "The top 5 of the ImageNet classifier the pretrained encoder (EfficientNet-Lite0) was trained with, "
+        "at 224 px, with the class activation map of each label (Zhou et al. 2016): where the evidence for "
+        "it lies. These are ImageNet's 1,000 classes, whatever the captioner was trained on."
+    )
+    names = [f"{logic.escape_markdown(name)} {p:.0%}" for name, p in result.labels]
+    chosen = st.pills(
+        "Label",
+        list(range(len(names))),
+        default=0,
+        required=True,
+        format_func=names.__getitem__,
+        key=f"label_{picture.digest[:12]}",
+    )
+    with st.container(key="label_map"):
+        st.image(
+            logic.word_overlay(result.image, result.cams[chosen], LARGE),
+            output_format="JPEG",
+            width=LARGE,
+            caption=f"Class activation map of {names[chosen]} (7x7 grid; its peak scaled to the top of the legend)",
+        )
 
 
 # ---------------------------------------------------------------- ask
@@ -269,10 +320,11 @@ def show_answer(picture: logic.Picture, answerer, answerer_key: tuple, answerer_
     if answerer is None:
         st.caption(f"No VQA model is loaded. {answerer_error}")
         return
-    if picture.questions:
+    examples = logic.example_questions(picture.questions, trained_on(answerer))
+    if examples:
         st.pills(
-            "Example questions",
-            picture.questions,
+            "Example questions (the forms this model knows)" if not picture.questions else "Example questions",
+            examples,
             key="example_question",
             format_func=logic.escape_markdown,
             on_change=logic.take_example,
@@ -286,15 +338,37 @@ def show_answer(picture: logic.Picture, answerer, answerer_key: tuple, answerer_
             placeholder="red\nblue\ngreen",
             height=100,
         )
+        allow_unknown = st.toggle(
+            "Answer even with unknown words",
+            key="allow_unknown",
+            help="By default a question with a word the model never saw gets no answer: the model would "
+            "drop the word and answer another question.",
+        )
         st.form_submit_button("Ask", key="ask")
     if not question.strip():
         st.caption("Type a question about the image and press Enter.")
         return
     candidates = tuple(logic.parse_choices(choices))
-    answered = answer_question(answerer_key, picture.digest, question.strip(), candidates, answerer, picture.image)
+    answered = answer_question(
+        answerer_key, picture.digest, question.strip(), candidates, allow_unknown, answerer, picture.image
+    )
     if "error" in answered:
         st.warning(f"Cannot answer that: {logic.escape_markdown(answered['error'])}")
         return
+    notice = logic.domain_notice(answered, trained_on(answerer))
+    if answered.get("withheld"):
+        with st.container(key="answer_withheld"):
+            st.warning(
+                f"No answer: {logic.escape_markdown(answered['withheld'])}. Turn on *Answer even with "
+                "unknown words* to see what it says anyway.",
+                icon=":material/block:",
+            )
+            if notice:
+                st.warning(logic.escape_markdown(notice), icon=":material/warning:")
+        return
+    if notice:
+        with st.container(key="answer_notice"):
+            st.warning(logic.escape_markdown(notice), icon=":material/warning:")
     note = logic.unknown_note(answered["unknown_words"])
     if note:
         st.warning(logic.escape_markdown(note))
@@ -354,13 +428,17 @@ def main() -> None:
     picture = choose_picture()
     if picture is None:
         return
+    logic.forget_answer_on_new_picture(st.session_state, picture.digest)  # no old answer under a new image
     if picture.original_size and max(picture.original_size) > max(picture.image.size):
         (width, height), (kept_width, kept_height) = picture.original_size, picture.image.size
         st.caption(f"The image is {width}x{height} pixels; the app keeps it at {kept_width}x{kept_height}.")
     with st.container(key="section_caption"):
-        show_caption(picture, captioner, captioner_key, captioner_error)
+        result = show_caption(picture, captioner, captioner_key, captioner_error)
     with st.container(key="section_ask"):
         show_answer(picture, answerer, answerer_key, answerer_error)
+    if result is not None:
+        with st.container(key="section_labels"):
+            show_labels(picture, result)
 
 
 main()

@@ -191,6 +191,35 @@ def server(tmp_path):
         log.close()
 
 
+def overlay_source(page) -> str:
+    wait_for_images(page, ".st-key-word_overlay")
+    return page.locator(".st-key-word_overlay img").first.get_attribute("src")
+
+
+def check_repeated_word_chips(page, chips, words: list[str], image: Path) -> None:
+    """Click every occurrence of each repeated word: where the model's maps of two occurrences
+    differ (computed here, in-process, with the server's model), so do the images shown."""
+    from captioner.inference import Captioner
+
+    checkpoint = os.environ.get(logic.ENV_CAPTIONER) or "scenes"
+    result = Captioner.load(checkpoint).caption([str(image)], beam_size=3)[0]
+    if result.tokens != words or result.attention is None:
+        return  # a stand-in model: nothing to compare against
+    repeated = {w for w in words if words.count(w) > 1}
+    assert repeated, f"the caption repeats no word: {words}"
+    for word in repeated:
+        where = [i for i, w in enumerate(words) if w == word]
+        shown = {}
+        for i in where:
+            chips.nth(i).click()
+            page.locator(".st-key-word_overlay").get_by_text(f"(word {i + 1})").wait_for(timeout=15_000)
+            shown[i] = overlay_source(page)
+        for a in where:
+            for b in where:
+                if a < b and not (result.attention[a] == result.attention[b]).all():
+                    assert shown[a] != shown[b], f"occurrences {a} and {b} of {word!r} show the same map"
+
+
 def test_upload_caption_and_ask_in_a_real_browser(server, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -236,6 +265,11 @@ def test_upload_caption_and_ask_in_a_real_browser(server, tmp_path):
             page.add_style_tag(content='header[data-testid="stHeader"] { display: none !important; }')
             # A shape word (something to point at) is the one in the screenshot.
             pick = next((i for i, word in enumerate(words) if word in SHAPES), min(1, len(words) - 1))
+            chips.nth(pick).click()
+            page.locator(".st-key-word_overlay").get_by_text(f'"{words[pick]}"').wait_for(timeout=15_000)
+            wait_for_images(page, ".st-key-word_overlay")
+            # Each occurrence of a repeated word shows its own map (not the last occurrence's).
+            check_repeated_word_chips(page, chips, words, scenes[-1])
             chips.nth(pick).click()
             page.locator(".st-key-word_overlay").get_by_text(f'"{words[pick]}"').wait_for(timeout=15_000)
             wait_for_images(page, ".st-key-word_overlay")
