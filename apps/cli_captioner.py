@@ -36,9 +36,40 @@ from .options import (
 # ---------------------------------------------------------------- train, evaluate, caption
 
 
+# `--recipe scenes`: how the shipped captioner was trained (README, "How the shipped models were
+# trained"). Each option takes the recipe's value unless the command line gives it another one.
+RECIPES = {
+    "scenes": {
+        "image_size": 448,
+        "mid_level": True,
+        "epochs": 5,
+        "batch_size": 128,
+        "lr": 3e-3,
+        "warmup": 100,
+        "select": "object_accuracy",
+        "val_limit": 500,
+        "set": ["attention_query=current", "alpha_c=0"],
+    }
+}
+
+
+def apply_recipe(args: argparse.Namespace, defaults: dict) -> argparse.Namespace:
+    """``args`` with ``--recipe``'s values wherever an option still holds its default (``defaults``);
+    its model options join --set unless --set names them."""
+    recipe = RECIPES.get(getattr(args, "recipe", None) or "", {})
+    for name, value in recipe.items():
+        if name == "set":
+            given = {pair.split("=", 1)[0] for pair in args.set or []}
+            args.set = [*(args.set or []), *(pair for pair in value if pair.split("=", 1)[0] not in given)]
+        elif getattr(args, name) == defaults[name]:
+            setattr(args, name, value)
+    return args
+
+
 def cmd_train_captioner(args: argparse.Namespace) -> None:
     from captioner.train import train_captioner
 
+    args = apply_recipe(args, args.defaults)
     check_out_folder(args.out)
     overrides = model_overrides(args.set)
     if args.cell:
@@ -60,7 +91,8 @@ def cmd_train_captioner(args: argparse.Namespace) -> None:
         fast=not args.plain,
         log=log,
     )
-    print_json({k: result[k] for k in ("best", "checkpoint", "exported") if k in result})
+    # "metric": what "best" is (the validation metric that picked best.pt, --select)
+    print_json({k: result[k] for k in ("metric", "best", "checkpoint", "exported") if k in result})
 
 
 def cmd_evaluate_captioner(args: argparse.Namespace) -> None:
@@ -203,7 +235,15 @@ def register(groups: Groups) -> None:
     )
     add_captions_per_image(p)
     add_plain(p)
+    p.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        help="the options the shipped model was trained with, e.g. --recipe scenes: --image-size 448 --mid-level "
+        "--epochs 5 --batch-size 128 --lr 3e-3 --select object_accuracy --set attention_query=current alpha_c=0 "
+        "(any of them given on the command line wins)",
+    )
     p.set_defaults(func=cmd_train_captioner)
+    p.set_defaults(defaults={a.dest: a.default for a in p._actions})
 
     p = groups.evaluate.add_parser("captioner", help="BLEU, COCO metrics, scenes object/pointing accuracy")
     add_checkpoint(p, "captioner", type=Path, required=True)

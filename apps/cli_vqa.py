@@ -49,7 +49,8 @@ def cmd_train_vqa(args: argparse.Namespace) -> None:
         export=args.export,
         log=log,
     )
-    print_json({k: result[k] for k in ("best", "checkpoint", "exported") if k in result})
+    # "metric": what "best" is (the validation metric that picked best.pt, --select)
+    print_json({k: result[k] for k in ("metric", "best", "checkpoint", "exported") if k in result})
 
 
 def cmd_evaluate_vqa(args: argparse.Namespace) -> None:

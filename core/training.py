@@ -358,7 +358,7 @@ def fit(
             log(" ".join(f"{k}={v}" for k, v in row.items()) + ("  *best*" if improved else ""))
         if ctx.distributed:
             torch.distributed.barrier()
-    return {"best": best, "history": history, "checkpoint": str(best_path)}
+    return {"best": best, "metric": f"val_{select}", "history": history, "checkpoint": str(best_path)}
 
 
 def plot_history(history: list[dict], path: Path, select: str) -> None:
@@ -369,11 +369,28 @@ def plot_history(history: list[dict], path: Path, select: str) -> None:
     import matplotlib.pyplot as plt
 
     epochs = [r["epoch"] for r in history]
+    losses = [r.get("train_loss") for r in history]
+    scores = [r.get(f"val_{select}") for r in history]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
-    left.plot(epochs, [r.get("train_loss") for r in history], marker="o")
-    left.set(xlabel="epoch", ylabel="training loss", title="loss")
-    right.plot(epochs, [r.get(f"val_{select}") for r in history], marker="o", color="tab:green")
-    right.set(xlabel="epoch", ylabel=select, title=f"validation {select}")
+    left.plot(epochs, losses, marker="o")
+    left.set(xlabel="epoch", ylabel="training loss", title="training loss")
+    right.plot(epochs, scores, marker="o", color="tab:green")
+    right.set(xlabel="epoch", ylabel=select, title=f"validation {select} (selects best.pt)")
+    known = [(e, s) for e, s in zip(epochs, scores) if s is not None]
+    if known:  # the best epoch, marked and labelled: one epoch reads as a value, not a lone dot
+        epoch, score = max(known, key=lambda pair: pair[1])
+        right.plot([epoch], [score], marker="*", markersize=14, color="tab:orange", linestyle="none")
+        right.annotate(f"best {score:.4g} (epoch {epoch})", (epoch, score), textcoords="offset points", xytext=(0, 8),
+                       ha="center", fontsize=8)  # fmt: skip
+    for axis, values in ((left, losses), (right, scores)):
+        values = [v for v in values if v is not None]
+        axis.set_xticks(epochs)  # whole epochs only
+        if len(epochs) == 1:
+            axis.set_xlim(epochs[0] - 1, epochs[0] + 1)
+        if values:  # a flat or single series gets a visible range around it, not +-4% of nothing
+            low, high = min(values), max(values)
+            pad = max((high - low) * 0.15, abs(high) * 0.05, 1e-3)
+            axis.set_ylim(low - pad, high + pad * 2)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=80)

@@ -238,6 +238,7 @@ def test_evaluate_captioner_by_shipped_name_fast_and_plain(tmp_path, capsys):
             "--device",
             "cpu",
             "--examples",
+            "--json",
             *extra,
         )
         assert code == 0, err
@@ -374,3 +375,18 @@ def test_save_attention_without_attention_writes_nothing(tmp_path):
     result = CaptionResult("x.png", "a", ["a"], None, (7, 7), Image.new("RGB", (32, 32)))
     assert save_attention(result, tmp_path / "x.png") is None
     assert not (tmp_path / "x.png").exists()
+
+
+def test_recipe_scenes_sets_the_shipped_options_and_the_command_line_wins():
+    from apps.cli_captioner import apply_recipe
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "captioner", "--out", "r", "--recipe", "scenes", "--epochs", "2"])
+    args = apply_recipe(args, args.defaults)
+    assert (args.image_size, args.mid_level, args.batch_size, args.lr) == (448, True, 128, 3e-3)
+    assert args.epochs == 2  # given: kept
+    assert args.select == "object_accuracy" and args.set == ["attention_query=current", "alpha_c=0"]
+    args = parser.parse_args(["train", "captioner", "--out", "r", "--recipe", "scenes", "--set", "alpha_c=1"])
+    assert apply_recipe(args, args.defaults).set == ["alpha_c=1", "attention_query=current"]
+    plain = parser.parse_args(["train", "captioner", "--out", "r"])  # no recipe: the defaults stay
+    assert (apply_recipe(plain, plain.defaults).image_size, plain.epochs, plain.set) == (224, 20, None)

@@ -99,6 +99,7 @@ def test_damaged_shards_give_one_line_or_a_correct_evaluation(scenes_dir, tiny_c
             "val",
             "--beam",
             "1",
+            "--json",
         ]
         status, stdout, stderr = run(argv)
         errors = error_lines(stderr)
