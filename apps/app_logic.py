@@ -44,7 +44,7 @@ from PIL import ExifTags, Image, ImageDraw
 
 from core.errors import AttendError
 from core.images import MAX_PIXELS, ImageError, load_image, resize_for_model
-from core.overlay import COLORMAP, normalise_map, overlay
+from core.overlay import normalise_map, overlay
 
 APP_PATH = Path(__file__).with_name("streamlit_app.py")
 
@@ -508,9 +508,12 @@ def is_uniform(grid: np.ndarray) -> bool:
 
 
 def word_overlay(image: Image.Image, grid: np.ndarray, size: int | None = None) -> Image.Image:
-    """One attention map over the image the model saw, smoothly upsampled to ``size`` px."""
-    if size is not None and image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.BICUBIC)
+    """One attention map over ``image`` at its own aspect ratio, ``size`` px on its longer side
+    (None: as it is); the map, which tiles the whole image, is stretched onto it."""
+    if size is not None and max(image.size) != size:
+        scale = size / max(image.size)
+        fitted = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(fitted, Image.Resampling.BICUBIC)
     return overlay(image, grid)
 
 
@@ -521,14 +524,25 @@ def attention_overlays(image: Image.Image, attention: np.ndarray | None, size: i
     return [word_overlay(image, grid, size) for grid in np.asarray(attention, dtype=np.float64)]
 
 
-def colour_bar(width: int = 240, height: int = 14, colormap: str = COLORMAP) -> Image.Image:
-    """The legend: the colour map from "looked least" (left) to "looked most" (right)."""
-    from matplotlib import colormaps
+LEGEND = (
+    "Dim: the map's lowest value; full brightness and colour: its highest; the white line "
+    "encloses where it is above half its range. Each map is scaled to its own range."
+)
 
-    ramp = colormaps[colormap](np.linspace(0.0, 1.0, width))[:, :3]  # (W, 3)
-    pixels = np.repeat((ramp * 255).astype(np.uint8)[None], height, axis=0)  # (H, W, 3)
+
+def colour_bar(width: int = 240, height: int = 14) -> Image.Image:
+    """The legend: a light grey dimmed as the spotlight dims it, from the map's minimum (left) to
+    its maximum (right), with the contour's level marked."""
+    from core.overlay import CONTOUR, FLOOR, LINE
+
+    ramp = FLOOR + (1 - FLOOR) * np.linspace(0.0, 1.0, width)  # (W,)
+    pixels = np.repeat((np.outer(ramp, [235, 235, 235])).astype(np.uint8)[None], height, axis=0)  # (H, W, 3)
     bar = Image.fromarray(pixels, mode="RGB")
-    ImageDraw.Draw(bar).rectangle([0, 0, width - 1, height - 1], outline=(120, 120, 120))
+    draw = ImageDraw.Draw(bar)
+    x = round(CONTOUR * (width - 1))
+    draw.line([(x, 0), (x, height - 1)], fill=(40, 40, 40), width=2)
+    draw.line([(x + 2, 0), (x + 2, height - 1)], fill=LINE, width=1)
+    draw.rectangle([0, 0, width - 1, height - 1], outline=(120, 120, 120))
     return bar
 
 

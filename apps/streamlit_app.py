@@ -23,10 +23,10 @@ from apps import app_logic as logic
 from apps import charlm_page
 from core.errors import AttendError
 
-TILE = 150  # px of a word's tile in the grid of every word
+TILE = 200  # px of the longer side of a word's tile in the grid of every word
 LARGE = 384  # px of the selected word's overlay (drawn at this size: a smooth map)
 GLIMPSE = 256  # px of each VQA glimpse
-PER_ROW = 6  # word tiles per row
+PER_ROW = 5  # word tiles per row
 PAGES = {"images": "Images: caption and ask", "charlm": "Character model"}
 
 st.set_page_config(page_title="attend: show, attend, tell and answer", layout="wide")
@@ -254,14 +254,14 @@ def show_caption(picture: logic.Picture, captioner, captioner_key: tuple, captio
     with left.container(key="word_overlay"):
         grid = result.attention[chosen]
         st.image(
-            logic.word_overlay(result.image, grid, LARGE),
+            logic.word_overlay(picture.image, grid, LARGE),  # at the picture's own aspect ratio
             output_format="JPEG",
             width=LARGE,
             caption=f'"{words[chosen]}" (word {chosen + 1}): attention over the {h}x{w} grid',
         )
         if logic.is_uniform(grid):
             st.caption("This word's attention is spread evenly: it looked at nothing in particular.")
-        st.image(legend(), caption="low attention -> high attention")
+        st.image(legend(), caption=logic.LEGEND)
     with right:
         st.image(
             result.image.resize((LARGE, LARGE), Image.Resampling.BICUBIC),
@@ -271,7 +271,7 @@ def show_caption(picture: logic.Picture, captioner, captioner_key: tuple, captio
             "whole image, not cropped)",
         )
     st.subheader("Every word")
-    tiles = logic.attention_overlays(result.image, result.attention, TILE)
+    tiles = logic.attention_overlays(picture.image, result.attention, TILE)
     with st.container(key="word_grid"):
         for start in range(0, len(tiles), PER_ROW):
             columns = st.columns(PER_ROW)
@@ -287,8 +287,8 @@ def show_labels(picture: logic.Picture, result) -> None:
     """The encoder's own ImageNet top 5 for the picture, each with its class activation map:
     true of a photograph, where the scenes models' caption and answers are not."""
     if not result.labels:
+        st.caption("No labels for this image.")
         return
-    st.subheader("What the encoder recognises")
     st.caption(
         "The top 5 of the ImageNet classifier the pretrained encoder (EfficientNet-Lite0) was trained with, "
         "at 224 px, with the class activation map of each label (Zhou et al. 2016): where the evidence for "
@@ -305,7 +305,7 @@ def show_labels(picture: logic.Picture, result) -> None:
     )
     with st.container(key="label_map"):
         st.image(
-            logic.word_overlay(result.image, result.cams[chosen], LARGE),
+            logic.word_overlay(picture.image, result.cams[chosen], LARGE),
             output_format="JPEG",
             width=LARGE,
             caption=f"Class activation map of {names[chosen]} (7x7 grid; its peak scaled to the top of the legend)",
@@ -382,16 +382,15 @@ def show_answer(picture: logic.Picture, answerer, answerer_key: tuple, answerer_
         for _, probability, label in logic.top_k_rows(answered["top_k"]):
             st.progress(probability, text=logic.escape_markdown(label))
     with maps:
-        seen = logic.model_view(picture.image, answerer.encoder.config.image_size)
-        glimpses = logic.attention_overlays(seen, answered["attention"], GLIMPSE)
+        glimpses = logic.attention_overlays(picture.image, answered["attention"], GLIMPSE)
         h, w = answered["grid"]
-        st.caption(f"Where each attention glimpse looked ({h}x{w} grid, over the image as this model saw it):")
+        st.caption(f"Where each attention glimpse looked ({h}x{w} grid, stretched over the whole image):")
         columns = st.columns(max(len(glimpses), 2))
         for i, (column, tile) in enumerate(zip(columns, glimpses)):
             column.image(tile, caption=f"glimpse {i + 1}", output_format="JPEG")
             if logic.is_uniform(answered["attention"][i]):
                 column.caption("spread evenly")
-        st.image(legend(), caption="low attention -> high attention")
+        st.image(legend(), caption=logic.LEGEND)
 
 
 def show_choices(multiple_choice: dict) -> None:
@@ -432,12 +431,16 @@ def main() -> None:
     if picture.original_size and max(picture.original_size) > max(picture.image.size):
         (width, height), (kept_width, kept_height) = picture.original_size, picture.image.size
         st.caption(f"The image is {width}x{height} pixels; the app keeps it at {kept_width}x{kept_height}.")
-    with st.container(key="section_caption"):
+    # Tabs: Caption and Ask are one click from the image, on a desktop and at phone width.
+    caption_tab, ask_tab, labels_tab = st.tabs(["Caption", "Ask", "What the encoder recognises"])
+    with caption_tab, st.container(key="section_caption"):
         result = show_caption(picture, captioner, captioner_key, captioner_error)
-    with st.container(key="section_ask"):
+    with ask_tab, st.container(key="section_ask"):
         show_answer(picture, answerer, answerer_key, answerer_error)
-    if result is not None:
-        with st.container(key="section_labels"):
+    with labels_tab, st.container(key="section_labels"):
+        if result is None:
+            st.caption("The labels come with the caption: load a captioner.")
+        else:
             show_labels(picture, result)
 
 

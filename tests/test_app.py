@@ -402,13 +402,32 @@ def test_overlay_is_smooth_and_peaks_where_the_model_looked():
     shown = np.asarray(logic.word_overlay(image, grid, 448), dtype=np.float64)
     assert shown.shape == (448, 448, 3)
     brightness = shown.sum(-1)
-    y, x = np.unravel_index(brightness.argmax(), brightness.shape)
-    cell = 448 / 7
-    assert int(y // cell) == 1 and int(x // cell) == 5
-    # Smooth: neighbouring pixels differ by far less than the full range (no blocky cells).
-    assert np.abs(np.diff(brightness, axis=1)).max() < 0.1 * brightness.max()
+    cells = brightness.reshape(7, 64, 7, 64).mean((1, 3))  # mean brightness per grid cell
+    assert np.unravel_index(cells.argmax(), cells.shape) == (1, 5)
+    # The lit cell keeps the image's own brightness (no colour added); far cells are dimmed.
+    assert shown[96, 352].tolist() == [128, 128, 128] and shown[400, 30].sum() < 0.3 * 3 * 128
+    # A white contour encloses the lit cell; nothing else is white.
+    white = (shown == 255).all(-1)
+    ys, xs = np.nonzero(white)
+    assert white.any() and ys.min() >= 20 and ys.max() <= 172 and xs.min() >= 276 and xs.max() <= 428
+    # Smooth: away from the line, neighbouring pixels differ by far less than the full range.
+    away = ~(white | np.roll(white, 1, 1) | np.roll(white, -1, 1))[:, 1:]
+    assert np.abs(np.diff(brightness, axis=1))[away].max() < 0.1 * brightness.max()
     assert logic.word_overlay(image, grid).size == (224, 224)
     np.testing.assert_array_equal(np.asarray(logic.word_overlay(image, grid)), np.asarray(overlay(image, grid)))
+
+
+def test_overlay_keeps_the_aspect_ratio_and_never_changes_a_colour():
+    image = Image.new("RGB", (300, 150), (200, 40, 40))  # a red, wide picture
+    grid = np.zeros((7, 7))
+    grid[3, 3] = 1.0
+    shown = logic.word_overlay(image, grid, 400)
+    assert shown.size == (400, 200)
+    pixels = np.asarray(shown, dtype=np.float64).reshape(-1, 3)
+    plain = pixels[~(pixels == 255).all(1)]  # the contour aside, every pixel is the red, dimmed or not
+    np.testing.assert_allclose(plain[:, 1] / plain[:, 0], 40 / 200, atol=0.02)
+    flat = np.asarray(overlay(image, np.ones((7, 7))))  # a uniform map: evenly dimmed, no line
+    assert len(np.unique(flat.reshape(-1, 3), axis=0)) == 1
 
 
 def test_overlays_are_drawn_on_the_exact_image_the_model_saw(tiny_models):
@@ -427,11 +446,13 @@ def test_overlays_are_drawn_on_the_exact_image_the_model_saw(tiny_models):
     assert logic.attention_overlays(result.image, None) == []
 
 
-def test_colour_bar_runs_from_dark_to_bright():
+def test_colour_bar_runs_from_dim_to_bright_and_marks_the_contour():
     bar = np.asarray(logic.colour_bar(200, 10), dtype=np.float64)
     assert bar.shape == (10, 200, 3)
     middle = bar[5, 1:-1].sum(-1)
-    assert middle[0] < 60 and middle[-1] > 500 and (np.diff(middle) > -20).all()
+    assert middle[0] < 0.3 * middle[-1] and middle[-1] > 650
+    marks = np.nonzero(np.abs(np.diff(middle)) > 40)[0]
+    assert marks.size and all(90 <= m <= 105 for m in marks)  # the contour's level: half the range
 
 
 def test_read_picture_limits_and_errors():

@@ -276,7 +276,8 @@ def test_upload_caption_and_ask_in_a_real_browser(server, tmp_path):
             page.mouse.move(0, 0)  # no hover buttons over the pictures
             caption_png = save_small_png(section_screenshot(page, ".st-key-section_caption"), SHOTS / "caption.png")
 
-            # Ask a question: the answer, its probability bars and each glimpse's map.
+            # Ask a question (its tab): the answer, its probability bars and each glimpse's map.
+            page.get_by_role("tab", name="Ask").click()
             page.locator(".st-key-question input").fill(QUESTION)
             page.locator(".st-key-ask button").click()
             page.locator(".st-key-answer h3").wait_for(state="visible", timeout=30_000)

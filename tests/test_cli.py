@@ -364,7 +364,7 @@ def test_save_attention_writes_the_overlay_sheet_as_a_png(tmp_path, words, rows)
     assert save_attention(result, target) == target
     assert target.read_bytes().startswith(PNG_MAGIC)
     with Image.open(target) as sheet:
-        assert sheet.format == "PNG" and sheet.size == (5 * 160, rows * (160 + 18))
+        assert sheet.format == "PNG" and sheet.size == (5 * 160, 40 + rows * (160 + 18))  # a header, then tiles
         np.testing.assert_array_equal(
             np.asarray(sheet.convert("RGB")), np.asarray(overlay_sheet(image, words, attention))
         )
