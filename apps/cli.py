@@ -25,7 +25,7 @@ import sys
 from core.errors import AttendError
 
 from . import cli_captioner, cli_charlm, cli_data, cli_vqa
-from .options import Groups, int_at_least
+from .options import Groups, document_options, int_at_least
 
 
 def cmd_app(args: argparse.Namespace) -> None:
@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         "The browser only lets the app use the camera over https or on localhost",
     )
     p.set_defaults(func=cmd_app)
+    document_options(parser)
     return parser
 
 

@@ -294,7 +294,12 @@ def register(groups: Groups) -> None:
     add_plain(p)
     p.set_defaults(func=cmd_bench_train)
 
-    p = groups.top.add_parser("caption", help="caption images (default model: the shipped scenes captioner)")
+    p = groups.top.add_parser(
+        "caption",
+        help="caption images (default model: the shipped scenes captioner)",
+        epilog="example: attend caption scene.png photo.jpg --beam 3 --attention-out maps/ "
+        "(a warning follows a caption whose image is unlike the training images, or that is flagged)",
+    )
     p.add_argument("images", nargs="*", type=Path, metavar="IMAGE")
     add_checkpoint(p, "captioner", type=Path, what="a captioner checkpoint file")
     p.add_argument("--beam", type=int_at_least(1), default=3)

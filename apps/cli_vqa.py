@@ -193,6 +193,8 @@ def register(groups: Groups) -> None:
         "Multiple choice: add candidate answers, ranked by the model "
         '(attend ask bird.jpg "what bird is this?" --choices "a bald eagle" "a sparrow"; '
         'in a --questions file, "choices": [...] on a line).',
+        epilog='examples: attend ask scene.png "what colour is the circle?"; '
+        'attend ask shapes.png "what color is the shape?" --checkpoint easy-vqa --json',
     )
     p.add_argument("image", nargs="?", help="an image file")
     p.add_argument("question", nargs="?", help="a question in English")

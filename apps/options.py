@@ -271,3 +271,58 @@ def encoder_config(args: argparse.Namespace):
     return EncoderConfig(
         backbone=args.encoder, image_size=args.image_size, weights=args.encoder_weights, mid_level=args.mid_level
     )
+
+
+# ---------------------------------------------------------------- help for every option
+
+# What an option means wherever it appears (by argparse dest), for the options whose own
+# add_argument gave no help. Per-command meanings are keyed (command path, dest).
+OPTION_HELP = {
+    "data": "the prepared data folder, from `attend prepare`",
+    "out": "the output folder (created; must not be a file)",
+    "seed": "random seed: the same seed gives the same result",
+    "epochs": "passes over the training data",
+    "batch_size": "examples per batch",
+    "weight_decay": "Adam's decoupled weight decay",
+    "schedule": "learning-rate schedule after the warm-up",
+    "encoder": "the pretrained CNN (ResNets need --encoder-weights)",
+    "cell": "the recurrent cell of the decoder (default: the config's, LSTM)",
+    "split": "the data split to score (train, val or test)",
+    "beam": "beam width of the search (1: greedy)",
+    "length_penalty": "GNMT length normalisation exponent (0: none; 0.6-1 favours longer captions)",
+    "images": "image files (JPEG, PNG, WebP, ...)",
+    "train": "scenes in the train split",
+    "val": "scenes in the val split",
+    "test": "scenes in the test split",
+    "workers": "processes drawing scenes (0: this one)",
+    "min_count": "keep question words seen at least this often",
+    "image_pattern": "the image file name of a question's image_id, a Python format string",
+    "sizes": "input sides to time, in pixels",
+    "config": "which model size to time: the COCO configuration, the shipped default, or both",
+    "steps": "decoding steps (words) to time, or training steps",
+    "beams": "beam widths to time",
+    "batches": "batch sizes (images) to time",
+    "batch": "questions per batch",
+    "repeats": "timed repeats (the median is reported)",
+}
+COMMAND_HELP = {
+    (("prepare", "vqa"), "split"): "one split each: NAME=QUESTIONS_JSON:ANNOTATIONS_JSON:IMAGE_DIR",
+    (("bench", "train"), "steps"): "training steps timed",
+}
+
+
+def document_options(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> None:
+    """Give every option of every command a help text (``OPTION_HELP``) and show its default
+    (argparse's %(default)s) where the text does not already name one."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                document_options(sub, (*path, name))
+            continue
+        if action.dest in ("help", "func", "defaults") or action.help == argparse.SUPPRESS:
+            continue
+        if action.help is None:
+            action.help = COMMAND_HELP.get((path, action.dest)) or OPTION_HELP.get(action.dest)
+        no_default = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if action.help and "default" not in action.help and not no_default:
+            action.help += " (default: %(default)s)"

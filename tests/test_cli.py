@@ -390,3 +390,15 @@ def test_recipe_scenes_sets_the_shipped_options_and_the_command_line_wins():
     assert apply_recipe(args, args.defaults).set == ["alpha_c=1", "attention_query=current"]
     plain = parser.parse_args(["train", "captioner", "--out", "r"])  # no recipe: the defaults stay
     assert (apply_recipe(plain, plain.defaults).image_size, plain.epochs, plain.set) == (224, 20, None)
+
+
+def test_every_option_has_help_and_shows_its_default():
+    commands = _subcommands(build_parser())
+    for path, parser in commands.items():
+        for action in parser._actions:
+            if action.dest in ("help", "func", "defaults"):
+                continue
+            assert action.help, (path, action.dest)
+            if action.default not in (None, False) and action.option_strings:
+                assert "default" in action.help, (path, action.dest, action.help)
+        parser.format_help()  # every %(default)s expands
