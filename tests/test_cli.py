@@ -402,3 +402,12 @@ def test_every_option_has_help_and_shows_its_default():
             if action.default not in (None, False) and action.option_strings:
                 assert "default" in action.help, (path, action.dest, action.help)
         parser.format_help()  # every %(default)s expands
+
+
+def test_import_attend_gives_the_python_api():
+    import attend
+    from captioner.inference import Captioner
+    from vqa.inference import Answerer
+
+    assert attend.Captioner is Captioner and attend.Answerer is Answerer
+    assert set(attend.__all__) <= set(dir(attend))
