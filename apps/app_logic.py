@@ -615,6 +615,11 @@ def unknown_note(unknown: list[str]) -> str | None:
     )
 
 
+def pick_option(state: MutableMapping, key: str, value) -> None:
+    """A button's callback that selects ``value`` in the widget ``key`` (a word tile selects its chip)."""
+    state[key] = value
+
+
 def take_example(state: MutableMapping, source: str = "example_question", target: str = "question") -> None:
     """The example-question chips' callback: the picked question goes into the question box.
     A plain function of small arguments, so the widget keeps nothing of the page alive."""

@@ -242,13 +242,14 @@ def show_caption(picture: logic.Picture, captioner, captioner_key: tuple, captio
     h, w = result.grid
     words = [logic.escape_markdown(token) for token in result.tokens]
     chips = logic.distinct_labels(words)  # pills tell options apart by label: "a" twice would be one
+    chips_key = f"word_{picture.digest[:12]}_{beam}"
     chosen = st.pills(
         "Click a word to see where the model looked",
         list(range(len(words))),
         default=0,
         required=True,
         format_func=chips.__getitem__,  # a list's method: the widget keeps the words, nothing else
-        key=f"word_{picture.digest[:12]}_{beam}",
+        key=chips_key,
     )
     left, right = st.columns(2)
     with left.container(key="word_overlay"):
@@ -271,12 +272,21 @@ def show_caption(picture: logic.Picture, captioner, captioner_key: tuple, captio
             "whole image, not cropped)",
         )
     st.subheader("Every word")
+    st.caption("Press a word under its picture to show it large above.")
     tiles = logic.attention_overlays(picture.image, result.attention, TILE)
     with st.container(key="word_grid"):
         for start in range(0, len(tiles), PER_ROW):
             columns = st.columns(PER_ROW)
             for column, i in zip(columns, range(start, min(start + PER_ROW, len(tiles)))):
-                column.image(tiles[i], caption=f"{i + 1}. {words[i]}", output_format="JPEG")
+                column.image(tiles[i], output_format="JPEG")
+                column.button(
+                    f"{i + 1}. {words[i]}",
+                    key=f"tile_{i}",
+                    type="tertiary",
+                    width="stretch",
+                    on_click=logic.pick_option,  # selects the word's chip, so the large map shows it
+                    args=(st.session_state, chips_key, i),
+                )
     return result
 
 

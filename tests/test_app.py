@@ -154,7 +154,8 @@ def assert_captioned(at, tokens_expected: int | None = None) -> None:
     # The selected word's overlay, the image the model saw, and one tile per word.
     assert any(c.startswith(f'"{caption.split()[0]}"') for c in captions)
     assert any(c.startswith("The image as the model saw it") for c in captions)
-    assert [c for c in captions if c[:1].isdigit()] == [f"{i + 1}. {w}" for i, w in enumerate(caption.split())]
+    tiles = [b.label for b in at.button if b.key.startswith("tile_")]
+    assert tiles == [f"{i + 1}. {w}" for i, w in enumerate(caption.split())]
 
 
 # ---------------------------------------------------------------- flows
@@ -181,7 +182,11 @@ def test_upload_captions_with_a_map_per_word(app, tiny_models):
     words = [p for p in app.pills if p.key.startswith("word_")][0]
     if len(words.options) > 1:
         words.set_value(1).run()
-        assert any(c.startswith(f'"{expected.tokens[1]}"') for image in images(app) for c in image.captions)
+        assert any(c.startswith(f'"{expected.tokens[1]}" (word 2)') for image in images(app) for c in image.captions)
+        # A word's tile is a button as well: it selects that occurrence.
+        last = len(expected.tokens) - 1
+        app.button(key=f"tile_{last}").click().run()
+        assert any(f"(word {last + 1})" in c for image in images(app) for c in image.captions)
     app.slider(key="beam").set_value(1).run()
     assert caption_of(app) == Captioner.load(tiny_models[0]).caption([data], beam_size=1)[0].caption
     assert not app.exception

@@ -348,3 +348,29 @@ def test_file_names_and_typed_paths_never_become_links(server, tmp_path):
             assert page.locator("a[href*='evil']").count() == 0
         finally:
             browser.close()
+
+
+def test_caption_and_ask_are_one_tap_away_at_phone_width(server, tmp_path):
+    """At 400 px wide, the tabs (Caption, Ask, ...) sit right under the image, well above the fold."""
+    from playwright.sync_api import sync_playwright
+
+    url, _, _ = server
+    scene = scene_file(tmp_path, 1)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 400, "height": 800})
+            page.goto(url)
+            page.get_by_text("VQA model:", exact=False).first.wait_for(timeout=120_000)
+            page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(scene))
+            ask_tab = page.get_by_role("tab", name="Ask")
+            ask_tab.wait_for(timeout=30_000)
+            top = page.evaluate("el => el.getBoundingClientRect().top + window.scrollY", ask_tab.element_handle())
+            scroller = page.locator('[data-testid="stMain"]')
+            top += scroller.evaluate("el => el.scrollTop") if scroller.count() else 0
+            print(f"\nAsk tab at {top:.0f} px from the top of the page at 400 px width")
+            assert top < 1600, top
+            ask_tab.click()
+            page.locator(".st-key-question input").wait_for(state="visible", timeout=15_000)
+        finally:
+            browser.close()
