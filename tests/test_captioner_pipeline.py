@@ -473,7 +473,7 @@ def test_caption_json_batched_in_input_order_with_attention_pngs(
         assert p.read_bytes().startswith(PNG_MAGIC)
         with Image.open(p) as sheet:
             tiles = 1 + len(r["tokens"])
-            assert sheet.size[1] == ((tiles + 4) // 5) * (160 + 18)  # one tile per word + the image
+            assert sheet.size[1] == 40 + ((tiles + 4) // 5) * (160 + 18)  # a header; a tile per word + the image
 
 
 # ---------------------------------------------------------------- overlay
