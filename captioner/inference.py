@@ -35,11 +35,6 @@ class CaptionResult:
     labels: list | None = None  # the encoder's ImageNet top 5: [[name, probability], ...] (core/recognise.py)
     cams: np.ndarray | None = None  # (5, 7, 7): each label's class activation map, maximum 1
 
-    @property
-    def trusted(self) -> bool:
-        """False when the image is out of domain or the caption is flagged: show it with a warning."""
-        return self.in_domain is not False and not self.flags
-
     def to_json(self) -> dict:
         return {
             "image": self.name,

@@ -217,7 +217,8 @@ def train_captioner(
             "data": {"source": prepared.get("source", "")},
             "captions_per_image": captions_per_image,
             "init": None if init is None else str(init),
-            "domain": domain_record(data_dir, "train", val_split, log),
+            # Only rank 0 writes checkpoints, so only it fits the check (a minute or two on a CPU).
+            "domain": domain_record(data_dir, "train", val_split, log) if ctx.is_main else None,
         }
         result = fit(
             model, train_set, collate_captions, _loss, evaluate, select, train, ctx, extra, log=log, metric_names=names

@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 
 from .errors import AttendError
+from .recognise import PROBE_DIM
 
 COMPONENTS = 64
 QUANTILE = 0.999
@@ -168,7 +169,7 @@ def sidecar(checkpoint: str | Path) -> Path:
     return checkpoint.with_name(checkpoint.stem + ".domain.pt")
 
 
-def domain_for(path: str | Path, state: dict, dim: int = 1280) -> DomainStats | None:
+def domain_for(path: str | Path, state: dict, dim: int = PROBE_DIM) -> DomainStats | None:
     """The statistics of the checkpoint at ``path`` (its ``state``): its own ``"domain"``, or the
     side file's; None when it has neither (the check is then reported as unknown: ``in_domain``
     null). ``dim``: the width of the features they must describe (the probe's 1280)."""

@@ -41,9 +41,7 @@ def heatmap(grid: np.ndarray, size: tuple[int, int], colormap: str = COLORMAP) -
     """
     from matplotlib import colormaps
 
-    values = Image.fromarray((normalise_map(grid) * 255).astype(np.uint8), mode="L")
-    smooth = np.asarray(values.resize(size, Image.Resampling.BICUBIC), dtype=np.float64) / 255
-    rgb = colormaps[colormap](smooth)[..., :3]
+    rgb = colormaps[colormap](smooth_map(grid, size))[..., :3]
     return Image.fromarray((rgb * 255).astype(np.uint8), mode="RGB")
 
 

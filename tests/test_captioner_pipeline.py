@@ -146,6 +146,11 @@ def test_coco_prepare_features_train_evaluate_resume(tmp_path, capsys, one_threa
     assert png.startswith(PNG_MAGIC) and Image.open(io.BytesIO(png)).size[0] > 100
     checkpoint = load_checkpoint(run / "best.pt", "captioner")
     assert checkpoint["config"]["hidden_dim"] == 32 and checkpoint["encoder"]["image_size"] == 224
+    # Training records the domain check of its training images in the checkpoint itself.
+    from core.domain import DomainStats
+
+    domain = DomainStats.from_dict(checkpoint["domain"])
+    assert domain.dim == 1280 and domain.images > 0 and domain.held_out > 0
 
     code, out, err = run_cli(
         capsys,

@@ -106,6 +106,10 @@ def test_vqa_v2_prepare_features_train_evaluate(tmp_path):
         log=lambda m: None,
     )
     assert (run / "best.pt").exists() and (run / "metrics.jsonl").exists() and (run / "metrics.png").exists()
+    from core.checkpoint import load_checkpoint
+    from core.domain import domain_for
+
+    assert domain_for(run / "best.pt", load_checkpoint(run / "best.pt", "vqa")).images > 0  # recorded by training
     net, vocab, answers, enc, state = load_vqa(tmp_path / "small.pt")
     assert state["kind"] == "vqa" and state["metric"] == "vqa" and enc == encoder
     assert state["model"]["classifier.4.weight"].dtype.is_floating_point

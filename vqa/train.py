@@ -204,10 +204,11 @@ def train_vqa(
         "encoder": asdict(encoder),
         "metric": metric,
         "data": {"source": prepared.get("source", "")},
-        "domain": domain_record(data_dir, "train", val_split, log),
     }
     ctx = distributed.init(device)
     try:
+        # Only rank 0 writes checkpoints, so only it fits the check (a minute or two on a CPU).
+        extra["domain"] = domain_record(data_dir, "train", val_split, log) if ctx.is_main else None
         log(
             f"{train_set.questions} training questions on {len(train_set)} images, "
             f"{len(val_records)} validation questions, {len(answers)} answers, metric {metric}"
