@@ -61,7 +61,7 @@ def cmd_prepare_scenes(args: argparse.Namespace) -> None:
 
     check_out_folder(args.out)
     counts = {"train": args.train, "val": args.val, "test": args.test}
-    print_json(generate_scenes(args.out, seed=args.seed, counts=counts, workers=args.workers))
+    print_json(generate_scenes(args.out, seed=args.seed, counts=counts, workers=args.workers, vary=args.vary))
 
 
 def cmd_prepare_coco(args: argparse.Namespace) -> None:
@@ -160,6 +160,13 @@ def register(groups: Groups) -> None:
     p.add_argument("--val", type=int_at_least(1), default=200)
     p.add_argument("--test", type=int_at_least(1), default=500)
     p.add_argument("--workers", type=int_at_least(1), default=os.cpu_count() or 1)
+    p.add_argument(
+        "--vary",
+        action="store_true",
+        help="draw every choice the spec leaves open anew for each scene (anti-aliasing, outline softness, "
+        "noise, exact colours, star and triangle proportions, sub-pixel positions); the objects, captions and "
+        "questions stay those of the seed",
+    )
     p.set_defaults(func=cmd_prepare_scenes)
 
     p = groups.prepare.add_parser("coco", help="COCO 2014 caption files, or a Karpathy split file")

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from core.errors import AttendError
 from core.prepared import atomic_write_json
@@ -66,11 +66,11 @@ _SCALE = 2  # draw at 2x and downsample: anti-aliased edges
 # ------------------------------------------------------------------------------ geometry
 
 
-def _star_unit() -> list[tuple[float, float]]:
+def _star_unit(inner: float = 0.382) -> list[tuple[float, float]]:
     """A five-pointed star pointing up, stretched to fill the unit square."""
     pts = []
     for k in range(10):
-        r = 1.0 if k % 2 == 0 else 0.382
+        r = 1.0 if k % 2 == 0 else inner
         a = np.deg2rad(-90 + 36 * k)
         pts.append((r * np.cos(a), r * np.sin(a)))
     xs, ys = [p[0] for p in pts], [p[1] for p in pts]
@@ -79,6 +79,7 @@ def _star_unit() -> list[tuple[float, float]]:
 
 
 _STAR = _star_unit()
+STAR_INNER = 0.382  # the inner radius of the default renderer's star (a regular star's)
 
 
 def _polygon_area(pts: Sequence[tuple[float, float]]) -> float:
@@ -146,6 +147,57 @@ def _render(objects: Sequence[Mapping], rng: np.random.Generator) -> np.ndarray:
             raise ValueError(o["shape"])
     small = np.asarray(img.reduce(_SCALE), dtype=np.float32)
     noisy = small + rng.standard_normal(small.shape, dtype=np.float32) * NOISE_SIGMA
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+
+
+# What ``vary=True`` draws for each scene: everything the spec leaves open. Ranges, each uniform.
+VARY = {
+    "supersampling": (1, 4),  # 1: aliased edges; 2-4: anti-aliased (the default renderer: 2)
+    "blur": (0.0, 0.8),  # px, Gaussian: outline softness (default: none)
+    "noise_sigma": (2.0, 10.0),  # the default renderer: 6
+    "colour_jitter": 10,  # +- per channel of each object's colour (default: exact)
+    "star_inner": (0.33, 0.5),  # inner radius of the star (default: 0.382)
+    "apex_shift": (-0.15, 0.15),  # of the width: the triangle's apex off-centre (default: centred)
+    "subpixel": (0.0, 1.0),  # px: each object's drawn position shifted within its pixel
+}
+
+
+def vary_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The draws of the varied rendering of a scene: a stream of its own, so that a scene's
+    objects, captions and questions are the same with and without ``vary``."""
+    return np.random.default_rng([int(seed), _split_code(split), int(index), 1])
+
+
+def _render_varied(objects: Sequence[Mapping], rng: np.random.Generator) -> np.ndarray:
+    """The scene drawn with every free choice of the spec drawn anew (``VARY``)."""
+    bg = tuple(int(v) for v in rng.integers(BACKGROUND[0], BACKGROUND[1] + 1, size=3))
+    scale = int(rng.integers(VARY["supersampling"][0], VARY["supersampling"][1] + 1))
+    img = Image.new("RGB", (IMAGE_SIZE * scale, IMAGE_SIZE * scale), bg)
+    draw = ImageDraw.Draw(img)
+    star = _star_unit(float(rng.uniform(*VARY["star_inner"])))
+    jitter = VARY["colour_jitter"]
+    for o in objects:
+        dx, dy = rng.uniform(*VARY["subpixel"], size=2)
+        x, y = (o["bbox"][0] + dx) * scale, (o["bbox"][1] + dy) * scale
+        w = h = o["bbox"][2] * scale - 1  # as the default renderer: the box's last pixel lies at x + w
+        fill = tuple(int(np.clip(c + rng.integers(-jitter, jitter + 1), 0, 255)) for c in RGB[o["color"]])
+        if o["shape"] == "square":
+            draw.rectangle([x, y, x + w, y + h], fill=fill)
+        elif o["shape"] == "circle":
+            draw.ellipse([x, y, x + w, y + h], fill=fill)
+        elif o["shape"] == "triangle":
+            apex = x + w * (0.5 + rng.uniform(*VARY["apex_shift"]))
+            draw.polygon([(apex, y), (x + w, y + h), (x, y + h)], fill=fill)
+        elif o["shape"] == "star":
+            draw.polygon([(x + u * w, y + v * h) for u, v in star], fill=fill)
+        else:  # pragma: no cover
+            raise ValueError(o["shape"])
+    small = img.reduce(scale) if scale > 1 else img
+    blur = float(rng.uniform(*VARY["blur"]))
+    if blur > 0.05:
+        small = small.filter(ImageFilter.GaussianBlur(blur))
+    pixels = np.asarray(small, dtype=np.float32)
+    noisy = pixels + rng.standard_normal(pixels.shape, dtype=np.float32) * float(rng.uniform(*VARY["noise_sigma"]))
     return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
 
 
@@ -338,19 +390,22 @@ def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), _split_code(split), int(index)])
 
 
-def make_scene(seed: int, split: str, index: int) -> tuple[list[dict], np.ndarray, list[str], list]:
-    """(objects, HxWx3 uint8 pixels, 5 captions, questions) of scene ``index`` of ``split``."""
+def make_scene(seed: int, split: str, index: int, vary: bool = False) -> tuple[list[dict], np.ndarray, list[str], list]:
+    """(objects, HxWx3 uint8 pixels, 5 captions, questions) of scene ``index`` of ``split``.
+    ``vary``: the same scene drawn with the spec's free choices drawn anew (``VARY``)."""
     rng = scene_rng(seed, split, index)
     objects = _sample_objects(rng)
     pixels = _render(objects, rng)
     captions = describe(objects)
     questions = _questions(objects, rng)
+    if vary:
+        pixels = _render_varied(objects, vary_rng(seed, split, index))
     return objects, pixels, captions, questions
 
 
-def _work(task: tuple[int, str, int, str]) -> tuple[list[dict], list[str], list]:
-    seed, split, index, path = task
-    objects, pixels, captions, questions = make_scene(seed, split, index)
+def _work(task: tuple[int, str, int, str, bool]) -> tuple[list[dict], list[str], list]:
+    seed, split, index, path, vary = task
+    objects, pixels, captions, questions = make_scene(seed, split, index, vary)
     buf = io.BytesIO()  # encode in memory, write once: many small writes are slow on some disks
     Image.fromarray(pixels).save(buf, format="PNG", compress_level=3)
     with open(path, "wb") as f:
@@ -379,9 +434,16 @@ _LICENSE = {"id": 1, "name": "generated by attend (MIT)", "url": ""}
 
 
 def generate_scenes(
-    out_dir: str | os.PathLike, seed: int, counts: Mapping[str, int], workers: int = 2, prepare: bool = True
+    out_dir: str | os.PathLike,
+    seed: int,
+    counts: Mapping[str, int],
+    workers: int = 2,
+    prepare: bool = True,
+    vary: bool = False,
 ) -> dict:
     """Generate the scenes, their raw COCO/VQA v2 files, and (``prepare``) the prepared layout.
+    ``vary``: draw every free choice of the spec anew for each scene (``VARY``); the objects,
+    captions and questions are those of the same seed without it.
 
     Returns ``{"images": {split: n}, "questions": {split: n}, "seconds": float, ...}``.
     """
@@ -404,7 +466,7 @@ def generate_scenes(
         folder = out_dir / "images" / s
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(int(counts[s])):
-            tasks.append((int(seed), s, i, str(folder / f"{next_id:012d}.png")))
+            tasks.append((int(seed), s, i, str(folder / f"{next_id:012d}.png"), bool(vary)))
             ids.append(next_id)
             next_id += 1
 
@@ -418,7 +480,13 @@ def generate_scenes(
         with ctx.Pool(workers) as pool:
             results = list(pool.imap(_work, tasks, chunksize=chunk))
 
-    summary: dict[str, Any] = {"out_dir": str(out_dir), "seed": int(seed), "images": {}, "questions": {}}
+    summary: dict[str, Any] = {
+        "out_dir": str(out_dir),
+        "seed": int(seed),
+        "vary": bool(vary),
+        "images": {},
+        "questions": {},
+    }
     k = 0
     for s in splits:
         n = int(counts[s])

@@ -1,0 +1,68 @@
+"""`attend prepare scenes --vary`: the same scenes (objects, captions, questions) drawn with
+every free choice of the spec drawn anew, and still within the spec."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from data_prep.scenes.generate import BACKGROUND, RGB, VARY, make_scene
+from tests.cli_helpers import run_cli
+
+
+def _background_patch(pixels, objects, size=12):
+    """A size x size patch at least 3 px from every object's box, or None."""
+    for y0 in range(0, 224 - size, size):
+        for x0 in range(0, 224 - size, size):
+            if all(
+                max(o["bbox"][0] - (x0 + size), x0 - (o["bbox"][0] + o["bbox"][2]),
+                    o["bbox"][1] - (y0 + size), y0 - (o["bbox"][1] + o["bbox"][3])) >= 3
+                for o in objects
+            ):  # fmt: skip
+                return pixels[y0 : y0 + size, x0 : x0 + size].reshape(-1, 3)
+    return None
+
+
+def test_varied_scenes_keep_the_truth_stay_in_the_spec_and_vary():
+    noise, edges = [], []
+    for index in range(30):
+        objects, plain, captions, questions = make_scene(11, "test", index)
+        same, varied, same_captions, same_questions = make_scene(11, "test", index, vary=True)
+        assert same == objects and same_captions == captions and same_questions == questions
+        assert not np.array_equal(plain, varied)
+        px = varied.astype(float)
+        for o in objects:
+            x, y, side, _ = o["bbox"]
+            cx, cy = x + side // 2, y + side // 2 + (side // 6 if o["shape"] in ("triangle", "star") else 0)
+            centre = px[cy - 1 : cy + 2, cx - 1 : cx + 2].reshape(-1, 3).mean(0)
+            assert np.all(np.abs(centre - RGB[o["color"]]) <= VARY["colour_jitter"] + 12), (index, o, centre)
+        patch = _background_patch(px, objects)
+        if patch is not None:
+            mean = patch.mean(0)
+            assert np.all((mean > BACKGROUND[0] - 4) & (mean < BACKGROUND[1] + 4)), (index, mean)
+            noise.append(patch.std(0).mean())
+        # edge softness: the steepest step along the row through the first object's centre
+        o = objects[0]
+        row = px[o["bbox"][1] + o["bbox"][3] // 2, :, :].mean(1)
+        edges.append(np.abs(np.diff(row)).max())
+    # The noise's sigma is drawn from VARY's range, not fixed at the default renderer's 6
+    assert min(noise) < 4.5 and max(noise) > 7.5, (min(noise), max(noise))
+    assert np.ptp(edges) > 30  # aliased sharp edges and blurred soft ones both occur
+
+
+def test_prepare_scenes_vary_on_the_command_line(tmp_path, capsys):
+    plain, varied = tmp_path / "plain", tmp_path / "varied"
+    for out, extra in ((plain, []), (varied, ["--vary"])):
+        code, out_text, err = run_cli(
+            capsys, "prepare", "scenes", "--out", out, "--seed", "3", "--train", "2", "--val", "1", "--test", "1",
+            "--workers", "1", *extra,
+        )  # fmt: skip
+        assert code == 0, err
+        assert json.loads(out_text)["vary"] is bool(extra)
+    for name in ("captions_train.json", "questions_train.json", "instances_test.json"):
+        assert (plain / "raw" / name).read_bytes() == (varied / "raw" / name).read_bytes()
+    image = sorted((plain / "images" / "train").glob("*.png"))[0]
+    again = varied / "images" / "train" / image.name
+    assert not np.array_equal(np.asarray(Image.open(image)), np.asarray(Image.open(again)))
