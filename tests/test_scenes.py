@@ -406,9 +406,14 @@ def test_score_scenes_breakdown():
     assert r["pointing_accuracy"] == pytest.approx(1 / 3)
     assert r["by_object_count"][3] == {"images": 2, "correct": 1, "accuracy": 0.5}
     assert r["examples"][0]["image_id"] == 3
+    assert r["counts"]["named_twice"] == 0
     # list form
     r2 = score_scenes([{"image_id": 2, "caption": "there is a small yellow triangle"}], {2: other})
     assert r2["object_accuracy"] == 1.0 and r2["pointing_accuracy"] is None
+    # the example of repetition: one object named twice, another left out
+    twice = "a small blue circle above a large green square below a small blue circle"
+    r3 = score_scenes({1: twice, 2: "a small yellow triangle left of a small yellow triangle"}, {1: SCENE, 2: other})
+    assert r3["counts"]["named_twice"] == 2 and r3["object_accuracy"] == 0
 
 
 def test_references_score_perfectly(data, truth):

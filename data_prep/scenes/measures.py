@@ -91,6 +91,13 @@ def caption_errors(tokens: Sequence[str], objects: Sequence[Mapping]) -> list[st
     return errors
 
 
+def names_an_object_twice(tokens: Sequence[str]) -> bool:
+    """The caption names one (size, colour, shape) twice. A scene's objects differ in at least
+    one of the three, so this is always an error: the repetition cross-entropy training leaves."""
+    phrases = [tuple(p) for p in parse_caption_full(tokens).objects]
+    return len(set(phrases)) < len(phrases)
+
+
 def caption_correct(tokens: Sequence[str], objects: Sequence[Mapping]) -> bool:
     """The caption names exactly the objects present, and every relation it states is true."""
     p = parse_caption_full(tokens)
@@ -200,7 +207,7 @@ def score_scenes(
     """
     preds = _normalise_predictions(predictions)
     gt = {_as_id(k): v for k, v in ground_truth.items()}
-    n = correct = missing = shape_words = hits = pointed_images = 0
+    n = correct = missing = shape_words = hits = pointed_images = twice = 0
     errors_scenes = {e: 0 for e in ERROR_TYPES}
     errors_total = {e: 0 for e in ERROR_TYPES}
     by_count: dict[int, dict] = {}
@@ -215,6 +222,7 @@ def score_scenes(
         tokens, attention = preds[image_id]
         errs = caption_errors(tokens, objects)
         ok = caption_correct(tokens, objects)
+        twice += names_an_object_twice(tokens)
         if ok:
             correct += 1
             bucket["correct"] += 1
@@ -251,6 +259,7 @@ def score_scenes(
             "pointing_images": pointed_images,
             "shape_words": shape_words,
             "pointing_hits": hits,
+            "named_twice": twice,  # captions that name one object twice (names_an_object_twice)
         },
         "errors": errors_scenes,  # scenes with at least one error of each kind
         "error_occurrences": errors_total,

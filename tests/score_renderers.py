@@ -1,0 +1,77 @@
+"""Score captioners on the same kind of scenes drawn three ways: the project's renderer, its
+varied rendering (`attend prepare scenes --vary`) and the independent second renderer
+(``scenes_numpy``). Not a test: the README's commands run it.
+
+    .venv/bin/python tests/score_renderers.py --seed 11 --count 300 scenes runs/x/best.pt
+
+prints one JSON line per checkpoint and renderer: object accuracy (overall and by object
+count), pointing accuracy and the captions that name an object twice, beam 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from scenes_numpy import scenes  # noqa: E402
+
+from captioner.inference import Captioner  # noqa: E402
+from data_prep.scenes import make_scene  # noqa: E402
+from data_prep.scenes.measures import score_scenes  # noqa: E402
+
+
+def drawn(renderer: str, seed: int, count: int):
+    """[(objects, pixels)] of ``count`` scenes of ``seed`` by ``renderer``."""
+    if renderer == "second":
+        return scenes(seed, count)
+    return [make_scene(seed, "test", i, vary=renderer == "varied")[:2] for i in range(count)]
+
+
+def score(captioner: Captioner, items, beam: int) -> dict:
+    results = captioner.caption([Image.fromarray(p) for _, p in items], beam_size=beam)
+    predictions = {
+        i: {"tokens": r.tokens, "attention": None if r.attention is None else r.attention.tolist()}
+        for i, r in enumerate(results)
+    }
+    truth = {i: objects for i, (objects, _) in enumerate(items)}
+    s = score_scenes(predictions, truth, image_size=items[0][1].shape[0])
+    return {
+        "object_accuracy": round(100 * s["object_accuracy"], 2),
+        "by_object_count": {k: round(100 * v["accuracy"], 1) for k, v in s["by_object_count"].items()},
+        "pointing_accuracy": None if s["pointing_accuracy"] is None else round(100 * s["pointing_accuracy"], 2),
+        "named_twice": s["counts"]["named_twice"],
+        "in_domain": sum(r.in_domain for r in results if r.in_domain is not None),
+        "scenes": len(items),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoints", nargs="+", help="captioner checkpoints or shipped names")
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--count", type=int, default=300)
+    parser.add_argument("--beam", type=int, default=3)
+    parser.add_argument("--renderers", nargs="+", default=["main", "varied", "second"])
+    args = parser.parse_args()
+    items = {r: drawn(r, args.seed, args.count) for r in args.renderers}
+    for checkpoint in args.checkpoints:
+        captioner = Captioner.load(checkpoint)
+        for renderer, scenes_drawn in items.items():
+            row = {
+                "checkpoint": checkpoint,
+                "renderer": renderer,
+                "seed": args.seed,
+                **score(captioner, scenes_drawn, args.beam),
+            }
+            print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
