@@ -70,6 +70,8 @@ def cmd_train_captioner(args: argparse.Namespace) -> None:
     from captioner.train import train_captioner
 
     args = apply_recipe(args, args.defaults)
+    if args.scst and args.select == args.defaults["select"]:
+        args.select = "cider"  # what SCST optimises, unless --select or --recipe names another
     check_out_folder(args.out)
     overrides = model_overrides(args.set)
     if args.cell:
@@ -89,6 +91,10 @@ def cmd_train_captioner(args: argparse.Namespace) -> None:
         captions_per_image=args.captions_per_image,
         init=args.init,
         fast=not args.plain,
+        scst=args.scst,
+        scst_samples=args.scst_samples,
+        scst_baseline=args.scst_baseline,
+        scst_object_bonus=args.scst_object_bonus,
         log=log,
     )
     # "metric": what "best" is (the validation metric that picked best.pt, --select)
@@ -203,9 +209,11 @@ def cmd_bench_train(args: argparse.Namespace) -> None:
                 captions_per_image=args.captions_per_image,
                 folder=args.folder and str(Path(args.folder) / name),
                 fast=not args.plain,
+                scst=scst,
             )
             | {"config": name}
             for name, shape in _bench_shapes(args).items()
+            for scst in ((False, True) if args.scst else (False,))
         ]
     )
 
@@ -220,7 +228,34 @@ def register(groups: Groups) -> None:
     p.add_argument("--cell", choices=["lstm", "gru", "rnn"])
     p.add_argument("--no-attention", action="store_true", help="the CNN+RNN baseline")
     p.add_argument("--val-limit", type=int_at_least(1), default=500, help="validation images scored per epoch")
-    p.add_argument("--select", default="bleu4", help="validation metric that picks best.pt")
+    p.add_argument(
+        "--select",
+        default="bleu4",
+        help="validation metric that picks best.pt: bleu1-4, cider, and on scenes object_accuracy, "
+        "pointing_accuracy (with --scst the default is cider)",
+    )
+    p.add_argument(
+        "--scst",
+        action="store_true",
+        help="self-critical training (Rennie et al. 2017) from the --init checkpoint: sampled captions "
+        "rewarded by their CIDEr-D against the training references; --batch-size counts sampled captions; "
+        "dropout 0 unless --set gives it",
+    )
+    p.add_argument("--scst-samples", type=int_at_least(1), default=5, help="captions sampled per image with --scst")
+    p.add_argument(
+        "--scst-baseline",
+        choices=["mean", "greedy"],
+        default="mean",
+        help="what a sample's reward is compared with: the mean of the image's other samples (Luo 2020) "
+        "or the reward of the greedy caption (Rennie et al.)",
+    )
+    p.add_argument(
+        "--scst-object-bonus",
+        type=finite_float(0.0),
+        default=0.0,
+        help="scenes only: add this to the reward of a sampled caption that is right about the whole scene "
+        "(every object named once, every relation true); CIDEr-D is about 7-8 for a right caption",
+    )
     p.add_argument("--export", type=Path, help="also write best.pt as a float16 shippable checkpoint here")
     add_checkpoint(
         p,
@@ -278,6 +313,12 @@ def register(groups: Groups) -> None:
     p.add_argument("--config", choices=["coco", "default", "both"], default="both")
     p.add_argument("--batch-size", type=int_at_least(1), default=32, help="captions per batch")
     add_captions_per_image(p)
+    p.add_argument(
+        "--scst",
+        action="store_true",
+        help="also measure self-critical steps (5 sampled captions per grid unless --captions-per-image): "
+        "one row for cross-entropy, one for SCST",
+    )
     p.add_argument("--steps", type=int_at_least(1), default=5)
     p.add_argument(
         "--cache-images",

@@ -15,12 +15,13 @@ from core.bench import peak_rss_mb, timed, write_random_cache
 from core.errors import AttendError
 from core.features import FeatureCache
 from core.training import make_optimizer
-from core.vocab import Vocab
+from core.vocab import SPECIALS, Vocab
 
 from .data import images_per_batch
 from .decode import beam_search
 from .fast import FastDecoder, TrainingDecoder
 from .model import AttentionDecoder, CaptionerConfig, caption_loss
+from .scst import CiderD, ScstLoss
 
 # The common COCO configuration (ResNet-101 at 448 px, 512/512/512, Karpathy vocabulary).
 COCO_SHAPE = {
@@ -104,9 +105,15 @@ def bench_train(
     folder: str | None = None,
     captions_per_image: int = 0,
     fast: bool = True,
+    scst: bool = False,
 ) -> dict:
     """Training captions per second from cached features (forward, loss, backward, Adam), with
     the fast teacher forcing (``fast.TrainingDecoder``) or, ``fast=False``, the plain model.
+
+    ``scst``: a self-critical step instead (``scst.ScstLoss``, mean baseline): K =
+    ``captions_per_image`` (5 if 0) captions of exactly ``caption_len`` words sampled per
+    grid, each rewarded by CIDEr-D against 5 random references, then the teacher-forced
+    pass over the samples, backward and Adam; a caption is one sampled caption.
 
     Batches are made as `attend train captioner` makes them: ``batch`` counts captions, and
     with ``captions_per_image`` K > 0 a batch holds ``batch // K`` grids with K captions each
@@ -123,8 +130,18 @@ def bench_train(
     decoder.train()
     optimizer = make_optimizer(decoder.parameters(), lr=1e-4)  # as `attend train` makes it
     p = config.grid[0] * config.grid[1]
+    if scst:
+        captions_per_image = captions_per_image or 5
     images, k = images_per_batch(batch, captions_per_image), max(1, captions_per_image)  # grids, captions each
     generator = torch.Generator().manual_seed(0)
+    if scst:  # random references; samples run exactly caption_len words (<end> pushed down)
+        with torch.no_grad():
+            decoder.fc.bias[Vocab.end_id] = -1e4
+        decoder.config.max_len = caption_len
+        vocab = Vocab([*SPECIALS, *(f"w{i}" for i in range(config.vocab_size - len(SPECIALS)))])
+        words = torch.randint(4, config.vocab_size, (images, 5, caption_len), generator=generator)
+        corpus = [[vocab.decode(ref) for ref in refs.tolist()] for refs in words]
+        scst_loss = ScstLoss(CiderD(corpus), vocab, samples=k, baseline="mean")
     cache = keys = None
     temporary = cache_images and folder is None
     if cache_images:
@@ -151,10 +168,14 @@ def bench_train(
             features = torch.from_numpy(np.stack([cache[keys[i]] for i in index])).to(device).float()
         else:  # grids already in memory: drawing 12.8M random numbers is not training's work
             features = in_memory
-        captions = torch.randint(4, config.vocab_size, (images * k, caption_len + 2), generator=generator).to(device)
-        captions[:, 0] = 1
-        logits, alphas = decoder(features, captions)
-        loss, _ = caption_loss(logits, alphas, captions[:, 1:], config.alpha_c)
+        if scst:
+            loss, _ = scst_loss(decoder, (features, torch.arange(images)), device)
+        else:
+            captions = torch.randint(4, config.vocab_size, (images * k, caption_len + 2), generator=generator)
+            captions[:, 0] = 1
+            captions = captions.to(device)
+            logits, alphas = decoder(features, captions)
+            loss, _ = caption_loss(logits, alphas, captions[:, 1:], config.alpha_c)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -171,6 +192,7 @@ def bench_train(
         "shape": shape,
         "device": device,
         "path": "fast" if fast else "plain",
+        "loss": "scst" if scst else "cross-entropy",
         "batch": images * k,
         "images_per_batch": images,
         "captions_per_image": captions_per_image,

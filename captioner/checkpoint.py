@@ -50,6 +50,9 @@ BOUNDS = {
     "cell": Bound(choices=CELLS),
     "attention_query": Bound(choices=("previous", "current")),
     "gate": Bound(choices=("scalar", "vector")),
+    "attention_mode": Bound(choices=("soft", "hard")),
+    "hard_entropy": Bound(0.0, 1e6),
+    "hard_reinforce": Bound(0.0, 1e6),
     "dropout": Bound(0.0, 1.0),
     "alpha_c": Bound(0.0, 1e6),
     "max_len": Bound(3, 10_000),  # <start>, one word, <end>

@@ -42,12 +42,16 @@ def sample(
     temperature: float = 1.0,
     top_k: int = 0,
     generator: torch.Generator | None = None,
+    per_image: int = 1,
 ) -> list[Decoded]:
-    """Draw one caption per image; ``temperature=0`` is greedy (argmax) decoding."""
+    """Draw ``per_image`` captions per image (image-major: B x K results, each image's memory
+    made once); ``temperature=0`` is greedy (argmax) decoding."""
     max_len = max_len or decoder.config.max_len
     memory = decoder.prepare(features)
     state = decoder.init_state(memory)
-    n = features.shape[0]
+    if per_image > 1:
+        state = state.select(torch.arange(features.shape[0], device=features.device).repeat_interleave(per_image))
+    n = features.shape[0] * per_image
     tokens = torch.full((n,), Vocab.start_id, dtype=torch.long, device=features.device)  # (B,)
     done = torch.zeros(n, dtype=torch.bool, device=features.device)
     words, alphas, score = [], [], torch.zeros(n, device=features.device)

@@ -48,7 +48,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .model import AttentionDecoder, CaptionerConfig, State
+from .model import AttentionDecoder, CaptionerConfig, HardDraws, State
 
 STEP_LAYERS = ("attention.hidden_proj", "gate", "context_out", "cell", "fc")  # int8 in FastDecoder(int8=True)
 CHUNK = 1 << 20  # values per slice of the (B, K, P, A) scores: 4 MB, stays in the cache
@@ -274,6 +274,7 @@ class TrainingDecoder(AttentionDecoder):
         state = State(h, cell, torch.zeros_like(mean) if self.query_current else None)
         state = state.select(torch.arange(b, device=features.device).repeat_interleave(n // b))  # (N, ...)
         weight, bias = _sigmoid_score(self.attention.score) if c.attention else (None, None)
+        self.draws = draws = HardDraws(n, features.device) if self.samples_locations else None
 
         def look_at(h):  # gated context (N, D), alpha (N, P)
             query, gate = look(h).split([c.attention_dim, self.gate.out_features], 1)  # (N, A), (N, 1 or D)
@@ -281,9 +282,10 @@ class TrainingDecoder(AttentionDecoder):
             # sigmoid in place is safe for autograd: its backward needs only its own output.
             s = torch.sigmoid_(projected.unsqueeze(1) + 2 * query.view(b, -1, 1, a))  # (B, K, P, A)
             alpha = torch.softmax((s @ weight + bias).view(-1, p), dim=-1)  # (N, P)
-            context = torch.bmm(alpha.view(b, -1, p), features).view(alpha.shape[0], -1)  # (N, D)
+            w = alpha if draws is None else draws(alpha)  # hard attention: a drawn one-hot (N, P)
+            context = torch.bmm(w.view(b, -1, p), features).view(alpha.shape[0], -1)  # (N, D)
             if position is not None:
-                context = context + alpha @ position  # (N, D)
+                context = context + w @ position  # (N, D)
             return torch.sigmoid(gate) * context, alpha
 
         def recur(x, z, state):

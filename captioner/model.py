@@ -15,6 +15,14 @@ H hidden, V vocabulary.
 With ``attention_query="current"`` (Lu et al. 2017) the LSTM reads the previous context
 first and the attention is queried by the updated h_t, so each word reads a fresh look.
 
+Stochastic hard attention (``attention_mode="hard"``, Xu et al. section 4.1): in training,
+each step draws one location s_t ~ Multinoulli(alpha_t) and reads that cell alone,
+context = a_{s_t}; for a random half of the captions (drawn per caption and forward pass)
+the context is the expected one, sum_i alpha_ti a_i, as the paper does to reduce variance.
+The locations are learned by REINFORCE (``hard_attention_loss``). Decoding reads the
+expected context: deterministic, the same computation as soft attention (so the fast
+decoder runs it unchanged), and what the model was trained on half the time.
+
 This file is the reference: it reads like the paper and holds no speed machinery. Decoding
 and training run through ``captioner.fast``, which computes the same numbers faster and is
 tested equal to this model step by step.
@@ -32,7 +40,17 @@ from torch import nn
 from core.position import coordinate_features
 from core.recurrent import CELLS, make_cell, run_cell
 
-__all__ = ["CELLS", "AttentionDecoder", "CaptionerConfig", "Memory", "SoftAttention", "State", "caption_loss"]
+__all__ = [
+    "CELLS",
+    "AttentionDecoder",
+    "CaptionerConfig",
+    "HardDraws",
+    "Memory",
+    "SoftAttention",
+    "State",
+    "caption_loss",
+    "hard_attention_loss",
+]
 
 
 @dataclass
@@ -47,6 +65,9 @@ class CaptionerConfig:
     position_encoding: bool = True  # add a learned map of each cell's (x, y) to the features
     deep_output: bool = True  # Xu eq. 7: words read L_h h + L_z context, not h alone
     attention_query: str = "previous"  # "previous": alpha_t from h_{t-1} (Xu et al.); "current": from h_t
+    attention_mode: str = "soft"  # "hard": sample one location per word in training (Xu 4.1)
+    hard_entropy: float = 0.01  # lambda_e, the entropy bonus of hard attention (Xu eq. 12)
+    hard_reinforce: float = 1.0  # lambda_r, the weight of its REINFORCE term
     gate: str = "scalar"  # beta = sigmoid(f_beta(h)): one scalar per step (Xu 4.2.1), or "vector": per channel
     dropout: float = 0.3
     alpha_c: float = 1.0  # weight of the doubly stochastic regularisation
@@ -88,15 +109,36 @@ class SoftAttention(nn.Module):
         """The image side W_a a_i + b_a, computed once per image: (B, P, D) -> (B, P, A)."""
         return self.encoder_proj(features)
 
-    def forward(self, features: torch.Tensor, projected: torch.Tensor, h: torch.Tensor):
+    def forward(self, features: torch.Tensor, projected: torch.Tensor, h: torch.Tensor, choose=None):
         """features (B, P, D), projected (B, P, A), h (N, H) with K = N / B rows per image.
-        Returns the context (N, D) and alpha (N, P)."""
+        Returns the context (N, D) and alpha (N, P). ``choose``: alpha -> the weights the
+        context is made with (hard attention's one-hot draws); None: alpha itself."""
         b, p, a = projected.shape
         query = self.hidden_proj(h).view(b, -1, 1, a)  # (B, K, 1, A)
         e = self.score(torch.tanh(projected.unsqueeze(1) + query))  # (B, K, P, 1)
         alpha = torch.softmax(e.view(-1, p), dim=-1)  # (N, P)
-        context = torch.bmm(alpha.view(b, -1, p), features)  # (B, K, D)
+        weights = alpha if choose is None else choose(alpha)  # (N, P)
+        context = torch.bmm(weights.view(b, -1, p), features)  # (B, K, D)
         return context.view(-1, features.shape[-1]), alpha  # (N, D), (N, P)
+
+
+class HardDraws:
+    """The locations hard attention draws in one teacher-forced pass: for each step, the one-hot
+    weights its context reads (N, P), the location (N,), and which rows read the expectation."""
+
+    def __init__(self, rows: int, device: torch.device):
+        self.expected = torch.rand(rows, device=device) < 0.5  # (N,) the paper's "half the time"
+        self.locations: list[torch.Tensor] = []  # (N,) per step
+
+    def __call__(self, alpha: torch.Tensor) -> torch.Tensor:
+        """alpha (N, P) -> the context's weights (N, P): a drawn one-hot, or alpha on expected rows."""
+        location = torch.multinomial(alpha.detach(), 1).squeeze(1)  # (N,)
+        self.locations.append(location)
+        onehot = F.one_hot(location, alpha.shape[1]).to(alpha.dtype)  # (N, P)
+        return torch.where(self.expected.unsqueeze(1), alpha, onehot)
+
+    def stacked(self) -> torch.Tensor:
+        return torch.stack(self.locations, 1)  # (N, T)
 
 
 class AttentionDecoder(nn.Module):
@@ -109,6 +151,8 @@ class AttentionDecoder(nn.Module):
             raise ValueError(f"attention_query must be 'previous' or 'current', got {c.attention_query!r}")
         if c.gate not in ("scalar", "vector"):
             raise ValueError(f"gate must be 'scalar' or 'vector', got {c.gate!r}")
+        if c.attention_mode not in ("soft", "hard"):
+            raise ValueError(f"attention_mode must be 'soft' or 'hard', got {c.attention_mode!r}")
         self.embedding = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=0)
         if c.position_encoding:
             self.position = nn.Linear(16, c.encoder_dim)  # of coordinate_features: 16 per cell
@@ -124,10 +168,19 @@ class AttentionDecoder(nn.Module):
             self.init_c = nn.Linear(c.encoder_dim, c.hidden_dim)
         self.dropout = nn.Dropout(c.dropout)
         self.fc = nn.Linear(c.hidden_dim, c.vocab_size)  # L_o
+        if c.attention and c.attention_mode == "hard":
+            # b, the moving average of log p(y | s) (Xu eq. 12): a buffer, so checkpoints keep it
+            self.register_buffer("hard_baseline", torch.zeros(()))
+        self.draws: HardDraws | None = None  # set by a training forward of a hard-attention model
 
     @property
     def query_current(self) -> bool:
         return self.config.attention and self.config.attention_query == "current"
+
+    @property
+    def samples_locations(self) -> bool:
+        """Hard attention in training: teacher forcing draws locations (decoding never does)."""
+        return self.config.attention and self.config.attention_mode == "hard" and self.training
 
     def position_table(self, device: torch.device) -> torch.Tensor:
         """The learned position of every cell, (P, D), added to each image's grid."""
@@ -159,7 +212,8 @@ class AttentionDecoder(nn.Module):
     # ------------------------------------------------------------------ per step
     def look(self, h: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, torch.Tensor]:
         """Soft attention queried by h (N, H), gated: z = beta * context (N, D), and alpha (N, P)."""
-        context, alpha = self.attention(memory.features, memory.projected, h)  # (N, D), (N, P)
+        choose = self.draws if self.samples_locations else None  # decoding never draws
+        context, alpha = self.attention(memory.features, memory.projected, h, choose)  # (N, D), (N, P)
         beta = torch.sigmoid(self.gate(h))  # (N, 1) or (N, D)
         return beta * context, alpha
 
@@ -200,6 +254,7 @@ class AttentionDecoder(nn.Module):
             raise ValueError(f"{n} captions for {b} images: expected the same number per image")
         memory = self.prepare(features)
         state = self.init_state(memory).select(torch.arange(b, device=features.device).repeat_interleave(n // b))
+        self.draws = HardDraws(n, features.device) if self.samples_locations else None
         logits, alphas = [], []
         for t in range(captions.shape[1] - 1):
             logit, state, alpha = self.step(captions[:, t], state, memory)  # (N, V), (N, P)
@@ -225,3 +280,43 @@ def caption_loss(
         reg = alpha_c * ((1.0 - coverage) ** 2).sum(1).mean()
         loss = ce + reg
     return loss, {"loss": loss.item(), "ce": ce.item(), "reg": reg.item()}
+
+
+def hard_attention_loss(
+    decoder: AttentionDecoder,
+    logits: torch.Tensor,
+    alphas: torch.Tensor,
+    targets: torch.Tensor,
+    pad_id: int = 0,
+    momentum: float = 0.9,
+) -> tuple[torch.Tensor, dict]:
+    """Xu et al. eq. 12 for the locations ``decoder.draws`` drew in this pass:
+
+        - log p(y | s)  -  lambda_r (log p(y | s) - b) sum_t log p(s_t)  -  lambda_e sum_t H[alpha_t]
+
+    The first term trains the words (cross-entropy through the drawn contexts); the second
+    is REINFORCE for the locations, rewarded by how well the caption is then predicted,
+    against b, a moving average of log p(y | s) (kept in ``decoder.hard_baseline``); the
+    third keeps the attention from collapsing early. Per caption, log p(y | s) is the mean
+    log-probability of its words, and the REINFORCE term covers only the captions whose
+    contexts were drawn (not the half that read the expectation). Also updates b.
+    """
+    mask = (targets != pad_id).float()  # (N, T)
+    words = mask.sum(1).clamp(min=1.0)  # (N,)
+    logp = torch.log_softmax(logits.float(), -1).gather(2, targets.unsqueeze(2)).squeeze(2)  # (N, T)
+    caption_logp = (logp * mask).sum(1) / words  # (N,) log p(y | s) per word
+    ce = -caption_logp.mean()
+    draws = decoder.draws
+    drawn = (~draws.expected).float()  # (N,)
+    if decoder.hard_baseline.item() == 0.0:  # the first step: start b at this batch's mean, not at 0
+        decoder.hard_baseline.fill_(caption_logp.detach().mean())
+    location_logp = torch.log(alphas.float().gather(2, draws.stacked().unsqueeze(2)).squeeze(2) + 1e-12)  # (N, T)
+    advantage = (caption_logp.detach() - decoder.hard_baseline) * drawn  # (N,)
+    reinforce = -(advantage * (location_logp * mask).sum(1) / words).mean()
+    entropy = -(alphas.float() * torch.log(alphas.float() + 1e-12)).sum(2)  # (N, T)
+    entropy = ((entropy * mask).sum(1) / words).mean()
+    c = decoder.config
+    loss = ce + c.hard_reinforce * reinforce - c.hard_entropy * entropy
+    with torch.no_grad():  # b <- 0.9 b + 0.1 log p(y | s) (Xu: the exponential moving average)
+        decoder.hard_baseline.mul_(momentum).add_((1 - momentum) * caption_logp.mean())
+    return loss, {"loss": loss.item(), "ce": ce.item(), "reinforce": reinforce.item(), "entropy": entropy.item()}

@@ -32,7 +32,8 @@ from .data import CaptionGroups, CaptionPairs, collate_captions, images_per_batc
 from .decode import Decoded, Decoder, decode
 from .fast import FastDecoder, TrainingDecoder
 from .metrics import bleu, coco_metrics
-from .model import AttentionDecoder, CaptionerConfig, caption_loss
+from .model import AttentionDecoder, CaptionerConfig, caption_loss, hard_attention_loss
+from .scst import CiderD, ScstImages, ScstLoss, collate_images
 
 
 def _loss(net, batch, device):
@@ -40,6 +41,8 @@ def _loss(net, batch, device):
     features, captions = features.to(device, non_blocking=True).float(), captions.to(device, non_blocking=True)
     logits, alphas = net(features, captions)
     decoder = net.module if hasattr(net, "module") else net
+    if decoder.draws is not None:  # hard attention: the locations this pass drew
+        return hard_attention_loss(decoder, logits, alphas, captions[:, 1:])
     return caption_loss(
         logits.float(), None if alphas is None else alphas.float(), captions[:, 1:], decoder.config.alpha_c
     )
@@ -90,6 +93,8 @@ def score_split(
     metrics = bleu(references, hypotheses)
     if with_coco:
         metrics.update(coco_metrics(references, hypotheses))
+    else:  # CIDEr-D, what SCST optimises, without the toolkit (the same numbers, tested)
+        metrics["cider"] = round(100 * float(CiderD(references).scores(range(len(records)), hypotheses).mean()), 2)
     h, w = cache.grid
     predictions = [
         {
@@ -113,8 +118,9 @@ def score_split(
 
 def metric_names(source: str, attention: bool) -> list[str]:
     """The validation metrics ``score_split`` gives (those ``--select`` may name): BLEU-1..4,
-    and on data prepared from the scenes object accuracy and, with attention, pointing accuracy."""
-    names = [f"bleu{n}" for n in range(1, 5)]
+    CIDEr-D, and on data prepared from the scenes object accuracy and, with attention, pointing
+    accuracy."""
+    names = [f"bleu{n}" for n in range(1, 5)] + ["cider"]
     if source == "scenes":
         names += ["object_accuracy"] + (["pointing_accuracy"] if attention else [])
     return names
@@ -134,6 +140,10 @@ def train_captioner(
     captions_per_image: int = 0,
     init: str | Path | None = None,
     fast: bool = True,
+    scst: bool = False,
+    scst_samples: int = 5,
+    scst_baseline: str = "mean",
+    scst_object_bonus: float = 0.0,
     log=print,
 ) -> dict:
     """Teacher-forced training on cached features; selection on validation ``select``.
@@ -148,10 +158,28 @@ def train_captioner(
     feature setting (``encoder``) must be the same.
     ``fast``: train with ``fast.TrainingDecoder`` and validate with ``fast.FastDecoder``; False:
     the plain model for both (slower, the same numbers).
+    ``scst``: self-critical training (``scst.py``) from ``init``: ``scst_samples`` K captions
+    sampled per image, each rewarded by its CIDEr-D against the image's training references,
+    with the ``scst_baseline`` ("mean" of the other samples or the "greedy" caption's reward);
+    ``train.batch_size`` counts sampled captions (``batch_size // K`` images). Dropout is 0
+    unless ``model_overrides`` sets it, so that the samples and their log-probabilities come
+    from one distribution. ``scst_object_bonus`` (scenes only): added to the reward of a
+    caption that is right about the whole scene.
     """
     if captions_per_image < 0:
         raise AttendError("--captions-per-image must be 0 or more")
+    if scst:
+        if init is None:
+            raise AttendError("--scst fine-tunes a trained captioner: give its checkpoint with --init")
+        if captions_per_image:
+            raise AttendError("--scst samples its own captions: drop --captions-per-image")
+        ScstLoss.check(scst_samples, scst_baseline)
+        if not (isinstance(scst_object_bonus, (int, float)) and 0 <= scst_object_bonus < float("inf")):
+            raise AttendError(f"--scst-object-bonus {scst_object_bonus!r}: expected a number of at least 0")
+        model_overrides = {"dropout": 0.0, **model_overrides}
     train = check_train_config(train)
+    if model_overrides.get("attention") in ("soft", "hard"):  # --set attention=hard: the issue's spelling
+        model_overrides = {**model_overrides, "attention": True, "attention_mode": model_overrides["attention"]}
     model_overrides = check_options(CaptionerConfig, model_overrides, BOUNDS, DERIVED)
     data_dir = Path(data_dir)
     encoder = encoder or EncoderConfig()
@@ -183,7 +211,22 @@ def train_captioner(
             log(f"{what}: {len(skipped)} image(s) left out, unreadable when the cache was built")
     ctx = distributed.init(device)
     try:
-        if captions_per_image:
+        loss_fn, collate = _loss, collate_captions
+        if scst:
+            train_set = ScstImages(train_records, cache)
+            objects = None
+            if scst_object_bonus:
+                if source != "scenes":
+                    raise AttendError(
+                        "--scst-object-bonus: only for data prepared from the scenes (it reads their objects)"
+                    )
+                objects = train_set.objects(split_ground_truth(data_dir, "train")[0])
+            loss_fn = ScstLoss(
+                CiderD(train_set.references()), vocab, scst_samples, scst_baseline, objects, scst_object_bonus
+            )
+            collate = collate_images
+            train = replace(train, batch_size=images_per_batch(train.batch_size, scst_samples))
+        elif captions_per_image:
             train_set = CaptionGroups(train_records, cache, vocab, config.max_len, captions_per_image)
             train = replace(train, batch_size=images_per_batch(train.batch_size, captions_per_image))
         else:
@@ -217,11 +260,16 @@ def train_captioner(
             "data": {"source": prepared.get("source", "")},
             "captions_per_image": captions_per_image,
             "init": None if init is None else str(init),
+            "scst": (
+                {"samples": scst_samples, "baseline": scst_baseline, "object_bonus": scst_object_bonus}
+                if scst
+                else None
+            ),
             # Only rank 0 writes checkpoints, so only it fits the check (a minute or two on a CPU).
             "domain": domain_record(data_dir, "train", val_split, log) if ctx.is_main else None,
         }
         result = fit(
-            model, train_set, collate_captions, _loss, evaluate, select, train, ctx, extra, log=log, metric_names=names
+            model, train_set, collate, loss_fn, evaluate, select, train, ctx, extra, log=log, metric_names=names
         )
         if export and ctx.is_main:
             result["exported"] = export_checkpoint(result["checkpoint"], export, KIND)

@@ -218,6 +218,31 @@ def test_coco_prepare_features_train_evaluate_resume(tmp_path, capsys, one_threa
     assert lines[0] + "\n" == before.decode()  # epoch 1's row is kept, not re-run
     assert load_checkpoint(run / "last.pt", "captioner")["train"]["epoch"] == 1  # 0-based: the 2nd epoch
 
+    # Self-critical training from that checkpoint, on the same COCO-format data, then evaluation.
+    scst_run = tmp_path / "scst"
+    code, out, err = run_cli(
+        capsys, "train", "captioner", "--data", data, "--out", scst_run, "--init", run / "best.pt", "--scst",
+        "--epochs", "1", "--batch-size", "10", "--lr", "1e-4",
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["metric"] == "val_cider"  # --scst selects by CIDEr-D unless told otherwise
+    row = json.loads((scst_run / "metrics.jsonl").read_text())
+    assert {"train_reward", "train_baseline", "val_cider"} <= row.keys() and row["train_reward"] >= 0
+    code, out, err = run_cli(
+        capsys,
+        "evaluate",
+        "captioner",
+        "--checkpoint",
+        scst_run / "best.pt",
+        "--data",
+        data,
+        "--split",
+        "val",
+        "--json",
+    )
+    assert code == 0, err
+    assert json.loads(out)["images"] == 4
+
 
 def test_init_fine_tunes_from_a_checkpoint_with_changed_options(
     tiny_captioner, scenes_dir, tmp_path, capsys, one_thread
