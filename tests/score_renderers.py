@@ -2,7 +2,7 @@
 varied rendering (`attend prepare scenes --vary`) and the independent second renderer
 (``scenes_numpy``). Not a test: the README's commands run it.
 
-    .venv/bin/python tests/score_renderers.py --seed 11 --count 300 scenes runs/x/best.pt
+    .venv/bin/python tests/score_renderers.py scenes runs/x/best.pt --seed 11 --count 300
 
 prints one JSON line per checkpoint and renderer: object accuracy (overall and by object
 count), pointing accuracy and the captions that name an object twice, beam 3.
