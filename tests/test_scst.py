@@ -231,7 +231,8 @@ def test_train_captioner_scst_on_scenes_logs_rewards_and_records_its_options(sce
     assert len(rows) == 2 and {"train_reward", "train_baseline", "val_cider", "val_object_accuracy"} <= rows[0].keys()
     assert result["metric"] == "val_cider"
     state = load_checkpoint(run / "last.pt", "captioner")
-    assert state["scst"] == {"samples": 5, "baseline": "greedy"} and state["config"]["dropout"] == 0.0
+    assert state["scst"] == {"samples": 5, "baseline": "greedy", "object_bonus": 0.0}
+    assert state["config"]["dropout"] == 0.0
     assert state["init"] == str(start / "last.pt")
 
 
