@@ -26,7 +26,8 @@ from core.training import epoch_seed
 from core.vocab import Vocab
 
 
-def _cached(records: list[dict], cache: FeatureCache) -> list[dict]:
+def cached_records(records: list[dict], cache: FeatureCache) -> list[dict]:
+    """The records with captions whose image is in the cache; none is a one-line error."""
     records = [r for r in records if r["image"] in cache and r["tokens"]]
     if not records:
         raise AttendError("no caption has its image in the feature cache (run `attend features`)")
@@ -38,7 +39,9 @@ class CaptionPairs(Dataset):
 
     def __init__(self, records: list[dict], cache: FeatureCache, vocab: Vocab, max_len: int):
         self.cache, self.vocab = cache, vocab
-        self.pairs = [(r["image"], tokens[: max_len - 2]) for r in _cached(records, cache) for tokens in r["tokens"]]
+        self.pairs = [
+            (r["image"], tokens[: max_len - 2]) for r in cached_records(records, cache) for tokens in r["tokens"]
+        ]
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -58,7 +61,7 @@ class CaptionGroups(Dataset):
         if per_image < 1:
             raise ValueError("per_image must be at least 1")
         self.cache, self.vocab, self.per_image = cache, vocab, per_image
-        self.images = [(r["image"], [t[: max_len - 2] for t in r["tokens"]]) for r in _cached(records, cache)]
+        self.images = [(r["image"], [t[: max_len - 2] for t in r["tokens"]]) for r in cached_records(records, cache)]
         self.seed, self.epoch = 0, 0
 
     def set_epoch(self, epoch: int, seed: int) -> None:

@@ -50,6 +50,7 @@ __all__ = [
     "State",
     "caption_loss",
     "hard_attention_loss",
+    "word_log_probs",
 ]
 
 
@@ -282,6 +283,11 @@ def caption_loss(
     return loss, {"loss": loss.item(), "ce": ce.item(), "reg": reg.item()}
 
 
+def word_log_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(w_nt) of each target word: logits (N, T, V), targets (N, T) -> (N, T)."""
+    return torch.log_softmax(logits.float(), -1).gather(2, targets.unsqueeze(2)).squeeze(2)
+
+
 def hard_attention_loss(
     decoder: AttentionDecoder,
     logits: torch.Tensor,
@@ -303,7 +309,7 @@ def hard_attention_loss(
     """
     mask = (targets != pad_id).float()  # (N, T)
     words = mask.sum(1).clamp(min=1.0)  # (N,)
-    logp = torch.log_softmax(logits.float(), -1).gather(2, targets.unsqueeze(2)).squeeze(2)  # (N, T)
+    logp = word_log_probs(logits, targets)  # (N, T)
     caption_logp = (logp * mask).sum(1) / words  # (N,) log p(y | s) per word
     ce = -caption_logp.mean()
     draws = decoder.draws

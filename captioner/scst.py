@@ -44,8 +44,10 @@ from core.features import FeatureCache
 from core.vocab import Vocab
 from data_prep.scenes.measures import caption_correct
 
+from .data import cached_records
 from .decode import greedy, sample
 from .fast import FastDecoder
+from .model import word_log_probs
 
 BASELINES = ("mean", "greedy")
 
@@ -128,7 +130,7 @@ def reinforce_loss(
     """- sum_n A_n sum_t log p(w_nt) / (sampled words): logits (N, T, V) of the teacher-forced
     pass over the samples, targets (N, T) their words (<end> included, then <pad>), A (N,)."""
     mask = (targets != pad_id).float()  # (N, T)
-    logp = torch.log_softmax(logits.float(), -1).gather(2, targets.unsqueeze(2)).squeeze(2)  # (N, T)
+    logp = word_log_probs(logits, targets)  # (N, T)
     return -(advantages.unsqueeze(1) * logp * mask).sum() / mask.sum().clamp(min=1.0)
 
 
@@ -179,8 +181,9 @@ class ScstLoss:
     def check(samples: int, baseline: str) -> None:
         if baseline not in BASELINES:
             raise AttendError(f"--scst-baseline {baseline!r}: choose from {', '.join(BASELINES)}")
-        if isinstance(samples, bool) or not isinstance(samples, int) or samples < (2 if baseline == "mean" else 1):
-            raise AttendError(f"--scst-samples {samples!r}: the {baseline} baseline needs at least 2 samples per image")
+        least = 2 if baseline == "mean" else 1
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < least:
+            raise AttendError(f"--scst-samples {samples!r}: the {baseline} baseline needs at least {least} per image")
 
     def __call__(self, net, batch, device):
         features, images = batch
@@ -216,10 +219,7 @@ class ScstImages(torch.utils.data.Dataset):
     """One training image per item: its grid (P, D) float16 and its index in the reward's corpus."""
 
     def __init__(self, records: list[dict], cache: FeatureCache):
-        self.records = [r for r in records if r["image"] in cache and r["tokens"]]
-        if not self.records:
-            raise AttendError("no caption has its image in the feature cache (run `attend features`)")
-        self.cache = cache
+        self.records, self.cache = cached_records(records, cache), cache
 
     def references(self) -> list[list[list[str]]]:
         return [r["tokens"] for r in self.records]

@@ -127,24 +127,32 @@ def _sample_objects(rng: np.random.Generator) -> list[dict]:
             return objects
 
 
-def _render(objects: Sequence[Mapping], rng: np.random.Generator) -> np.ndarray:
-    bg = tuple(int(v) for v in rng.integers(BACKGROUND[0], BACKGROUND[1] + 1, size=3))
-    big = IMAGE_SIZE * _SCALE
-    img = Image.new("RGB", (big, big), bg)
+def _draw(objects: Sequence[Mapping], bg: tuple, scale: int, star, place) -> Image.Image:
+    """The objects on a plain ``bg`` background, drawn at ``scale`` times the picture's size.
+    ``place(o)`` -> the object's sub-pixel offset (dx, dy), its colour and its triangle's apex
+    (a fraction of the width), asked in the objects' order."""
+    img = Image.new("RGB", (IMAGE_SIZE * scale, IMAGE_SIZE * scale), bg)
     draw = ImageDraw.Draw(img)
     for o in objects:
-        x, y, w, h = (v * _SCALE for v in o["bbox"])
-        fill = RGB[o["color"]]
+        (dx, dy), fill, apex = place(o)
+        x, y = (o["bbox"][0] + dx) * scale, (o["bbox"][1] + dy) * scale
+        w, h = o["bbox"][2] * scale - 1, o["bbox"][3] * scale - 1  # the box's last pixel lies at x + w
         if o["shape"] == "square":
-            draw.rectangle([x, y, x + w - 1, y + h - 1], fill=fill)
+            draw.rectangle([x, y, x + w, y + h], fill=fill)
         elif o["shape"] == "circle":
-            draw.ellipse([x, y, x + w - 1, y + h - 1], fill=fill)
+            draw.ellipse([x, y, x + w, y + h], fill=fill)
         elif o["shape"] == "triangle":
-            draw.polygon([(x + (w - 1) / 2, y), (x + w - 1, y + h - 1), (x, y + h - 1)], fill=fill)
+            draw.polygon([(x + w * apex, y), (x + w, y + h), (x, y + h)], fill=fill)
         elif o["shape"] == "star":
-            draw.polygon([(x + u * (w - 1), y + v * (h - 1)) for u, v in _STAR], fill=fill)
+            draw.polygon([(x + u * w, y + v * h) for u, v in star], fill=fill)
         else:  # pragma: no cover
             raise ValueError(o["shape"])
+    return img
+
+
+def _render(objects: Sequence[Mapping], rng: np.random.Generator) -> np.ndarray:
+    bg = tuple(int(v) for v in rng.integers(BACKGROUND[0], BACKGROUND[1] + 1, size=3))
+    img = _draw(objects, bg, _SCALE, _STAR, lambda o: ((0, 0), RGB[o["color"]], 0.5))
     small = np.asarray(img.reduce(_SCALE), dtype=np.float32)
     noisy = small + rng.standard_normal(small.shape, dtype=np.float32) * NOISE_SIGMA
     return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
@@ -172,27 +180,17 @@ def _render_varied(objects: Sequence[Mapping], rng: np.random.Generator) -> np.n
     """The scene drawn with every free choice of the spec drawn anew (``VARY``)."""
     bg = tuple(int(v) for v in rng.integers(BACKGROUND[0], BACKGROUND[1] + 1, size=3))
     scale = int(rng.integers(VARY["supersampling"][0], VARY["supersampling"][1] + 1))
-    img = Image.new("RGB", (IMAGE_SIZE * scale, IMAGE_SIZE * scale), bg)
-    draw = ImageDraw.Draw(img)
     star = _star_unit(float(rng.uniform(*VARY["star_inner"])))
     jitter = VARY["colour_jitter"]
-    for o in objects:
-        dx, dy = rng.uniform(*VARY["subpixel"], size=2)
-        x, y = (o["bbox"][0] + dx) * scale, (o["bbox"][1] + dy) * scale
-        w = h = o["bbox"][2] * scale - 1  # as the default renderer: the box's last pixel lies at x + w
+
+    def place(o):
+        offset = rng.uniform(*VARY["subpixel"], size=2)
         fill = tuple(int(np.clip(c + rng.integers(-jitter, jitter + 1), 0, 255)) for c in RGB[o["color"]])
-        if o["shape"] == "square":
-            draw.rectangle([x, y, x + w, y + h], fill=fill)
-        elif o["shape"] == "circle":
-            draw.ellipse([x, y, x + w, y + h], fill=fill)
-        elif o["shape"] == "triangle":
-            apex = x + w * (0.5 + rng.uniform(*VARY["apex_shift"]))
-            draw.polygon([(apex, y), (x + w, y + h), (x, y + h)], fill=fill)
-        elif o["shape"] == "star":
-            draw.polygon([(x + u * w, y + v * h) for u, v in star], fill=fill)
-        else:  # pragma: no cover
-            raise ValueError(o["shape"])
-    small = img.reduce(scale) if scale > 1 else img
+        apex = 0.5 + rng.uniform(*VARY["apex_shift"]) if o["shape"] == "triangle" else 0.5
+        return offset, fill, apex
+
+    small = _draw(objects, bg, scale, star, place)
+    small = small.reduce(scale) if scale > 1 else small
     blur = float(rng.uniform(*VARY["blur"]))
     if blur > 0.05:
         small = small.filter(ImageFilter.GaussianBlur(blur))
