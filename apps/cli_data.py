@@ -18,6 +18,7 @@ from .options import (
     add_encoder_args,
     check_out_folder,
     encoder_config,
+    finite_float,
     int_at_least,
     log,
     print_json,
@@ -61,7 +62,11 @@ def cmd_prepare_scenes(args: argparse.Namespace) -> None:
 
     check_out_folder(args.out)
     counts = {"train": args.train, "val": args.val, "test": args.test}
-    print_json(generate_scenes(args.out, seed=args.seed, counts=counts, workers=args.workers, vary=args.vary))
+    print_json(
+        generate_scenes(
+            args.out, seed=args.seed, counts=counts, workers=args.workers, vary=args.vary, like_pairs=args.like_pairs
+        )
+    )
 
 
 def cmd_prepare_coco(args: argparse.Namespace) -> None:
@@ -166,6 +171,14 @@ def register(groups: Groups) -> None:
         help="draw every choice the spec leaves open anew for each scene (anti-aliasing, outline softness, "
         "noise, exact colours, star and triangle proportions, sub-pixel positions); the objects, captions and "
         "questions stay those of the seed",
+    )
+    p.add_argument(
+        "--like-pairs",
+        type=finite_float(0.0, 1.0),
+        default=0.0,
+        metavar="P",
+        help="for training sets: the chance that a scene is drawn again until two of its objects share size and "
+        "colour (the pairs a captioner confuses); 0, the default, keeps every scene the seed's",
     )
     p.set_defaults(func=cmd_prepare_scenes)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from data_prep.scenes.generate import BACKGROUND, RGB, VARY, make_scene
@@ -66,3 +67,46 @@ def test_prepare_scenes_vary_on_the_command_line(tmp_path, capsys):
     image = sorted((plain / "images" / "train").glob("*.png"))[0]
     again = varied / "images" / "train" / image.name
     assert not np.array_equal(np.asarray(Image.open(image)), np.asarray(Image.open(again)))
+
+
+def test_like_pairs_redraws_scenes_to_hold_two_objects_of_one_size_and_colour():
+    from data_prep.scenes.generate import has_like_pair
+    from data_prep.scenes.world import describe
+
+    assert has_like_pair([{"size": "small", "color": "red"}, {"size": "small", "color": "red"}])
+    assert not has_like_pair([{"size": "small", "color": "red"}, {"size": "large", "color": "red"}])
+    natural = paired = changed = 0
+    for index in range(60):
+        seed_scene = make_scene(7, "train", index)
+        every = make_scene(7, "train", index, like_pairs=1.0)
+        assert make_scene(7, "train", index, like_pairs=0.0)[0] == seed_scene[0]
+        assert make_scene(7, "train", index, like_pairs=1.0)[0] == every[0]  # deterministic
+        objects, _, captions, _ = every
+        assert has_like_pair(objects) and 2 <= len(objects) <= 4
+        assert captions == describe(objects)  # the captions tell the scene that was drawn
+        if has_like_pair(seed_scene[0]):
+            natural += 1
+            assert objects == seed_scene[0]  # a scene that holds a pair already is the seed's
+        changed += objects != seed_scene[0]
+        paired += has_like_pair(make_scene(7, "train", index, like_pairs=0.5)[0])
+    assert 0 < natural < 20 and changed == 60 - natural
+    assert natural < paired < 60
+
+
+def test_like_pairs_on_the_command_line(tmp_path, capsys):
+    code, out_text, err = run_cli(
+        capsys, "prepare", "scenes", "--out", tmp_path / "p", "--seed", "3", "--train", "4", "--val", "1",
+        "--test", "1", "--workers", "1", "--like-pairs", "1",
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out_text)["like_pairs"] == 1.0
+    instances = json.loads((tmp_path / "p" / "raw" / "instances_train.json").read_text())
+    keys: dict = {}
+    for a in instances["annotations"]:
+        keys.setdefault(a["image_id"], []).append((a["size"], a["color"]))
+    assert len(keys) == 4 and all(len(set(k)) < len(k) for k in keys.values())
+    for bad in ("1.5", "-0.1", "nan"):
+        with pytest.raises(SystemExit) as stop:
+            run_cli(capsys, "prepare", "scenes", "--out", tmp_path / "q", "--like-pairs", bad)
+        assert stop.value.code == 2
+    assert not (tmp_path / "q").exists()

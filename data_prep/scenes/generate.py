@@ -388,11 +388,32 @@ def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), _split_code(split), int(index)])
 
 
-def make_scene(seed: int, split: str, index: int, vary: bool = False) -> tuple[list[dict], np.ndarray, list[str], list]:
+def like_pairs_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The draws that make a scene hold a like pair (``like_pairs``): a stream of its own, so
+    that scenes left as they are stay the seed's."""
+    return np.random.default_rng([int(seed), _split_code(split), int(index), 2])
+
+
+def has_like_pair(objects: Sequence[Mapping]) -> bool:
+    """Whether two of the objects share size and colour (they then differ only in shape)."""
+    keys = [(o["size"], o["color"]) for o in objects]
+    return len(set(keys)) < len(keys)
+
+
+def make_scene(
+    seed: int, split: str, index: int, vary: bool = False, like_pairs: float = 0.0
+) -> tuple[list[dict], np.ndarray, list[str], list]:
     """(objects, HxWx3 uint8 pixels, 5 captions, questions) of scene ``index`` of ``split``.
-    ``vary``: the same scene drawn with the spec's free choices drawn anew (``VARY``)."""
+    ``vary``: the same scene drawn with the spec's free choices drawn anew (``VARY``).
+    ``like_pairs``: the chance that a scene without a like pair (``has_like_pair``) has its
+    objects drawn again until it holds one; 0 keeps every scene the seed's."""
     rng = scene_rng(seed, split, index)
     objects = _sample_objects(rng)
+    if like_pairs > 0 and not has_like_pair(objects):
+        pairs = like_pairs_rng(seed, split, index)
+        if pairs.random() < like_pairs:
+            while not has_like_pair(objects):
+                objects = _sample_objects(pairs)
     pixels = _render(objects, rng)
     captions = describe(objects)
     questions = _questions(objects, rng)
@@ -401,9 +422,9 @@ def make_scene(seed: int, split: str, index: int, vary: bool = False) -> tuple[l
     return objects, pixels, captions, questions
 
 
-def _work(task: tuple[int, str, int, str, bool]) -> tuple[list[dict], list[str], list]:
-    seed, split, index, path, vary = task
-    objects, pixels, captions, questions = make_scene(seed, split, index, vary)
+def _work(task: tuple[int, str, int, str, bool, float]) -> tuple[list[dict], list[str], list]:
+    seed, split, index, path, vary, like_pairs = task
+    objects, pixels, captions, questions = make_scene(seed, split, index, vary, like_pairs)
     buf = io.BytesIO()  # encode in memory, write once: many small writes are slow on some disks
     Image.fromarray(pixels).save(buf, format="PNG", compress_level=3)
     with open(path, "wb") as f:
@@ -438,10 +459,13 @@ def generate_scenes(
     workers: int = 2,
     prepare: bool = True,
     vary: bool = False,
+    like_pairs: float = 0.0,
 ) -> dict:
     """Generate the scenes, their raw COCO/VQA v2 files, and (``prepare``) the prepared layout.
     ``vary``: draw every free choice of the spec anew for each scene (``VARY``); the objects,
     captions and questions are those of the same seed without it.
+    ``like_pairs``: in [0, 1], the chance that a scene is redrawn to hold two objects of the
+    same size and colour (``make_scene``); a training option, for the pairs captioners confuse.
 
     Returns ``{"images": {split: n}, "questions": {split: n}, "seconds": float, ...}``.
     """
@@ -449,6 +473,8 @@ def generate_scenes(
     out_dir = Path(out_dir)
     if int(seed) < 0:
         raise AttendError(f"scene seed must be >= 0, got {seed}")
+    if not 0.0 <= float(like_pairs) <= 1.0:
+        raise AttendError(f"--like-pairs must be in [0, 1], got {like_pairs}")
     splits = _ordered_splits(counts)
     for s in splits:
         if int(counts[s]) < 0:
@@ -464,7 +490,7 @@ def generate_scenes(
         folder = out_dir / "images" / s
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(int(counts[s])):
-            tasks.append((int(seed), s, i, str(folder / f"{next_id:012d}.png"), bool(vary)))
+            tasks.append((int(seed), s, i, str(folder / f"{next_id:012d}.png"), bool(vary), float(like_pairs)))
             ids.append(next_id)
             next_id += 1
 
@@ -482,6 +508,7 @@ def generate_scenes(
         "out_dir": str(out_dir),
         "seed": int(seed),
         "vary": bool(vary),
+        "like_pairs": float(like_pairs),
         "images": {},
         "questions": {},
     }
