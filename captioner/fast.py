@@ -117,6 +117,8 @@ class FastDecoder:
         with torch.no_grad():
             if c.attention:
                 self.score = tuple(t.detach() for t in _sigmoid_score(decoder.attention.score))
+            # 2 w_c (A,): coverage's term of the scores, doubled like the rest in the sigmoid form
+            self.coverage = 2 * decoder.attention.coverage_proj.weight[:, 0].detach() if c.coverage else None
             # Each per-step product as (weight (out, in), bias column (out, 1)), or None for int8 modules.
             self.look = self.lstm = self.lstm_xh = self.context_out = self.fc = None
             if not int8:
@@ -157,31 +159,36 @@ class FastDecoder:
         context = None
         if self.decoder.query_current:  # no context yet: its weights (B, P) with tables, else (B, D)
             context = torch.zeros_like(memory.projected[..., 0] if memory.tables else memory.mean)
-        return State(h, c, context)
+        coverage = torch.zeros_like(memory.projected[..., 0]) if self.config.coverage else None  # (B, P)
+        return State(h, c, context, coverage)
 
-    def _scores(self, projected: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-        """alpha (N, P) for query rows (N, A), a few images at a time through one reused buffer."""
+    def _scores(self, projected: torch.Tensor, query: torch.Tensor, coverage=None) -> torch.Tensor:
+        """alpha (N, P) for query rows (N, A), a few images at a time through one reused buffer;
+        ``coverage`` (N, P): each cell's attention so far, in a coverage model."""
         b, p, a = projected.shape
         k = query.shape[0] // b
         query = 2 * query.view(b, k, 1, a)  # (B, K, 1, A)
+        coverage = None if coverage is None else coverage.view(b, k, p, 1)  # (B, K, P, 1)
         weight, bias = self.score
         n = max(1, CHUNK // (k * p * a))  # images per slice
         buffer = projected.new_empty(min(n, b), k, p, a)
         scores = projected.new_empty(b, k, p)
         for i in range(0, b, n):
-            s = buffer[: min(n, b - i)]
-            torch.sigmoid_(torch.add(projected[i : i + n].unsqueeze(1), query[i : i + n], out=s))
+            s = torch.add(projected[i : i + n].unsqueeze(1), query[i : i + n], out=buffer[: min(n, b - i)])
+            if coverage is not None:
+                s.addcmul_(coverage[i : i + n], self.coverage)  # + 2 w_c cov_i
+            torch.sigmoid_(s)
             torch.matmul(s, weight, out=scores[i : i + n])
         return torch.softmax(scores.add_(bias).view(b * k, p), dim=-1)  # (N, P)
 
-    def _look(self, h: torch.Tensor, memory: FastMemory):
+    def _look(self, h: torch.Tensor, memory: FastMemory, coverage=None):
         """(gated context (N, D), or with tables its weights (N, P)), alpha (N, P)."""
         d = self.decoder
         if self.look is not None:
             query, gate = _linear_t(h, *self.look).split([self.config.attention_dim, d.gate.out_features], 1)
         else:
             query, gate = d.attention.hidden_proj(h), d.gate(h)  # (N, A), (N, 1 or D)
-        alpha = self._scores(memory.projected, query)  # (N, P)
+        alpha = self._scores(memory.projected, query, coverage)  # (N, P)
         if memory.tables:
             return torch.sigmoid(gate) * alpha, alpha
         b, p, _ = memory.projected.shape
@@ -219,11 +226,12 @@ class FastDecoder:
             h, c = self._recur(x, None, state, memory)
         elif self.decoder.query_current:
             h, c = self._recur(x, state.context, state, memory)
-            z, alpha = self._look(h, memory)
+            z, alpha = self._look(h, memory, state.coverage)
         else:
-            z, alpha = self._look(state.h, memory)
+            z, alpha = self._look(state.h, memory, state.coverage)
             h, c = self._recur(x, z, state, memory)
-        return self._output(h, z, memory), State(h, c, z if self.decoder.query_current else None), alpha
+        coverage = None if state.coverage is None else state.coverage + alpha  # (N, P)
+        return self._output(h, z, memory), State(h, c, z if self.decoder.query_current else None, coverage), alpha
 
 
 def _column(weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -271,16 +279,20 @@ class TrainingDecoder(AttentionDecoder):
         lstm = DeferredLinear(*_lstm_weights(self)) if c.cell == "lstm" else None
         h = torch.tanh(self.init_h(mean))  # (B, H)
         cell = torch.tanh(self.init_c(mean)) if c.cell == "lstm" else None
-        state = State(h, cell, torch.zeros_like(mean) if self.query_current else None)
+        coverage = features.new_zeros(features.shape[:2]) if c.coverage else None  # (B, P)
+        state = State(h, cell, torch.zeros_like(mean) if self.query_current else None, coverage)
         state = state.select(torch.arange(b, device=features.device).repeat_interleave(n // b))  # (N, ...)
         weight, bias = _sigmoid_score(self.attention.score) if c.attention else (None, None)
         self.draws = draws = HardDraws(n, features.device) if self.samples_locations else None
 
-        def look_at(h):  # gated context (N, D), alpha (N, P)
+        def look_at(h, coverage):  # gated context (N, D), alpha (N, P)
             query, gate = look(h).split([c.attention_dim, self.gate.out_features], 1)  # (N, A), (N, 1 or D)
             p, a = projected.shape[1:]
+            u = projected.unsqueeze(1) + 2 * query.view(b, -1, 1, a)  # (B, K, P, A)
+            if coverage is not None:
+                u = u + 2 * coverage.view(b, -1, p, 1) * self.attention.coverage_proj.weight[:, 0]
             # sigmoid in place is safe for autograd: its backward needs only its own output.
-            s = torch.sigmoid_(projected.unsqueeze(1) + 2 * query.view(b, -1, 1, a))  # (B, K, P, A)
+            s = torch.sigmoid_(u)  # (B, K, P, A)
             alpha = torch.softmax((s @ weight + bias).view(-1, p), dim=-1)  # (N, P)
             w = alpha if draws is None else draws(alpha)  # hard attention: a drawn one-hot (N, P)
             context = torch.bmm(w.view(b, -1, p), features).view(alpha.shape[0], -1)  # (N, D)
@@ -302,11 +314,12 @@ class TrainingDecoder(AttentionDecoder):
                 h, cell = recur(words[:, t], None, state)
             elif self.query_current:
                 h, cell = recur(words[:, t], state.context, state)
-                z, alpha = look_at(h)
+                z, alpha = look_at(h, state.coverage)
             else:
-                z, alpha = look_at(state.h)
+                z, alpha = look_at(state.h, state.coverage)
                 h, cell = recur(words[:, t], z, state)
-            state = State(h, cell, z if self.query_current else None)
+            coverage = None if state.coverage is None else state.coverage + alpha  # (N, P)
+            state = State(h, cell, z if self.query_current else None, coverage)
             hs.append(h)
             zs.append(z)
             alphas.append(alpha)

@@ -15,6 +15,12 @@ H hidden, V vocabulary.
 With ``attention_query="current"`` (Lu et al. 2017) the LSTM reads the previous context
 first and the attention is queried by the updated h_t, so each word reads a fresh look.
 
+Coverage (``coverage=True``; Tu et al. 2016, See et al. 2017): each cell's score also reads
+the attention it has had so far, cov_ti = sum_{k<t} alpha_ki, through a learned vector w_c:
+e_ti = v . tanh(W_a a_i + W_h h + w_c cov_ti). The decoder can then tell an object it has
+described from a like one it has not, the error of naming one object twice. w_c starts at
+zero, so a trained model fine-tuned with coverage starts from its own captions.
+
 Stochastic hard attention (``attention_mode="hard"``, Xu et al. section 4.1): in training,
 each step draws one location s_t ~ Multinoulli(alpha_t) and reads that cell alone,
 context = a_{s_t}; for a random half of the captions (drawn per caption and forward pass)
@@ -72,6 +78,7 @@ class CaptionerConfig:
     gate: str = "scalar"  # beta = sigmoid(f_beta(h)): one scalar per step (Xu 4.2.1), or "vector": per channel
     dropout: float = 0.3
     alpha_c: float = 1.0  # weight of the doubly stochastic regularisation
+    coverage: bool = False  # the attention scores read each cell's attention so far (Tu et al. 2016)
     max_len: int = 30  # decoding limit, in tokens (<end> included)
     grid: list[int] = field(default_factory=lambda: [7, 7])  # (h, w) the model was trained on
 
@@ -91,6 +98,7 @@ class State(NamedTuple):
     c: torch.Tensor | None  # (N, H) the LSTM's memory cell; None for the GRU and the RNN
     context: torch.Tensor | None  # (N, D) the last gated context z_t, read by the next step's
     #                               LSTM when attention_query == "current"; else None
+    coverage: torch.Tensor | None = None  # (N, P) sum of the alphas so far, with coverage; else None
 
     def select(self, rows: torch.Tensor) -> State:
         """The state of the given rows (beam search keeps the best N of N * V)."""
@@ -98,25 +106,32 @@ class State(NamedTuple):
 
 
 class SoftAttention(nn.Module):
-    """e_ti = v . tanh(W_a a_i + W_h h + b); alpha = softmax(e); context = sum_i alpha_i a_i."""
+    """e_ti = v . tanh(W_a a_i + W_h h + b [+ w_c cov_i]); alpha = softmax(e); context = sum_i alpha_i a_i."""
 
-    def __init__(self, encoder_dim: int, hidden_dim: int, attention_dim: int):
+    def __init__(self, encoder_dim: int, hidden_dim: int, attention_dim: int, coverage: bool = False):
         super().__init__()
         self.encoder_proj = nn.Linear(encoder_dim, attention_dim)  # W_a
         self.hidden_proj = nn.Linear(hidden_dim, attention_dim)  # W_h
         self.score = nn.Linear(attention_dim, 1)  # v
+        if coverage:
+            self.coverage_proj = nn.Linear(1, attention_dim, bias=False)  # w_c
+            nn.init.zeros_(self.coverage_proj.weight)
 
     def project(self, features: torch.Tensor) -> torch.Tensor:
         """The image side W_a a_i + b_a, computed once per image: (B, P, D) -> (B, P, A)."""
         return self.encoder_proj(features)
 
-    def forward(self, features: torch.Tensor, projected: torch.Tensor, h: torch.Tensor, choose=None):
+    def forward(self, features: torch.Tensor, projected: torch.Tensor, h: torch.Tensor, choose=None, coverage=None):
         """features (B, P, D), projected (B, P, A), h (N, H) with K = N / B rows per image.
         Returns the context (N, D) and alpha (N, P). ``choose``: alpha -> the weights the
-        context is made with (hard attention's one-hot draws); None: alpha itself."""
+        context is made with (hard attention's one-hot draws); None: alpha itself.
+        ``coverage``: (N, P) the attention each cell has had so far (a coverage model only)."""
         b, p, a = projected.shape
         query = self.hidden_proj(h).view(b, -1, 1, a)  # (B, K, 1, A)
-        e = self.score(torch.tanh(projected.unsqueeze(1) + query))  # (B, K, P, 1)
+        u = projected.unsqueeze(1) + query  # (B, K, P, A)
+        if coverage is not None:
+            u = u + self.coverage_proj(coverage.view(b, -1, p, 1))  # (B, K, P, A)
+        e = self.score(torch.tanh(u))  # (B, K, P, 1)
         alpha = torch.softmax(e.view(-1, p), dim=-1)  # (N, P)
         weights = alpha if choose is None else choose(alpha)  # (N, P)
         context = torch.bmm(weights.view(b, -1, p), features)  # (B, K, D)
@@ -154,11 +169,13 @@ class AttentionDecoder(nn.Module):
             raise ValueError(f"gate must be 'scalar' or 'vector', got {c.gate!r}")
         if c.attention_mode not in ("soft", "hard"):
             raise ValueError(f"attention_mode must be 'soft' or 'hard', got {c.attention_mode!r}")
+        if c.coverage and not c.attention:
+            raise ValueError("coverage needs attention")
         self.embedding = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=0)
         if c.position_encoding:
             self.position = nn.Linear(16, c.encoder_dim)  # of coordinate_features: 16 per cell
         if c.attention:
-            self.attention = SoftAttention(c.encoder_dim, c.hidden_dim, c.attention_dim)
+            self.attention = SoftAttention(c.encoder_dim, c.hidden_dim, c.attention_dim, c.coverage)
             self.gate = nn.Linear(c.hidden_dim, 1 if c.gate == "scalar" else c.encoder_dim)  # f_beta
             if c.deep_output:
                 self.context_out = nn.Linear(c.encoder_dim, c.hidden_dim)  # L_z
@@ -208,13 +225,15 @@ class AttentionDecoder(nn.Module):
         h = torch.tanh(self.init_h(memory.mean))  # (B, H)
         c = torch.tanh(self.init_c(memory.mean)) if self.config.cell == "lstm" else None  # (B, H)
         context = torch.zeros_like(memory.mean) if self.query_current else None  # (B, D): none yet
-        return State(h, c, context)
+        coverage = memory.features.new_zeros(memory.features.shape[:2]) if self.config.coverage else None  # (B, P)
+        return State(h, c, context, coverage)
 
     # ------------------------------------------------------------------ per step
-    def look(self, h: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, torch.Tensor]:
-        """Soft attention queried by h (N, H), gated: z = beta * context (N, D), and alpha (N, P)."""
+    def look(self, h: torch.Tensor, memory: Memory, coverage=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Soft attention queried by h (N, H), gated: z = beta * context (N, D), and alpha (N, P).
+        ``coverage`` (N, P): the attention each cell has had so far, in a coverage model."""
         choose = self.draws if self.samples_locations else None  # decoding never draws
-        context, alpha = self.attention(memory.features, memory.projected, h, choose)  # (N, D), (N, P)
+        context, alpha = self.attention(memory.features, memory.projected, h, choose, coverage)  # (N, D), (N, P)
         beta = torch.sigmoid(self.gate(h))  # (N, 1) or (N, D)
         return beta * context, alpha
 
@@ -237,11 +256,12 @@ class AttentionDecoder(nn.Module):
             h, c = self.recur(x, None, state)
         elif self.query_current:
             h, c = self.recur(x, state.context, state)  # reads the previous look
-            z, alpha = self.look(h, memory)
+            z, alpha = self.look(h, memory, state.coverage)
         else:
-            z, alpha = self.look(state.h, memory)
+            z, alpha = self.look(state.h, memory, state.coverage)
             h, c = self.recur(x, z, state)
-        return self.output(h, z), State(h, c, z if self.query_current else None), alpha
+        coverage = None if state.coverage is None else state.coverage + alpha  # (N, P)
+        return self.output(h, z), State(h, c, z if self.query_current else None, coverage), alpha
 
     # ------------------------------------------------------------------ teacher forcing
     def forward(self, features: torch.Tensor, captions: torch.Tensor):

@@ -298,12 +298,16 @@ def _initial_model(
         )
     config = CaptionerConfig(**{**captioner_config(checkpoint), **model_overrides})
     model = (TrainingDecoder if fast else AttentionDecoder)(config)
+    # Coverage may be added: its w_c starts at zero, so the model starts as ``init`` was.
+    added = {"attention.coverage_proj.weight"} if config.coverage and not start.config.coverage else set()
     try:
-        model.load_state_dict(start.state_dict())
+        missing, unexpected = model.load_state_dict(start.state_dict(), strict=False)
+        if set(missing) != added or unexpected:
+            raise RuntimeError
     except RuntimeError:
         raise AttendError(
             f"--init {init}: --set {' '.join(sorted(model_overrides))} changes the model's "
-            "shape; only options such as alpha_c or dropout can change when fine-tuning"
+            "shape; only options such as alpha_c, dropout or coverage=true can change when fine-tuning"
         ) from None
     return config, model, start_vocab
 

@@ -24,6 +24,8 @@ def pair(encoder_dim=8, **kw):
         vocab_size=12, encoder_dim=encoder_dim, embed_dim=6, attention_dim=5, hidden_dim=7, grid=[2, 3], max_len=9, **kw
     )
     plain = AttentionDecoder(config)
+    if config.coverage:  # w_c starts at zero: give it weights, or coverage would change nothing
+        torch.nn.init.normal_(plain.attention.coverage_proj.weight)
     training = TrainingDecoder(config)
     training.load_state_dict(plain.state_dict())
     return plain, training
@@ -44,13 +46,14 @@ def test_the_training_decoder_is_the_plain_model_with_another_forward():
 
 @CELLS
 @QUERIES
-@pytest.mark.parametrize("attention", [True, False])
+@pytest.mark.parametrize("attention", ["soft", "coverage", None])
 @pytest.mark.parametrize("per_image", [1, 3])
 def test_teacher_forcing_and_gradients_equal_the_plain_model(cell, query, attention, per_image):
     """Logits, alphas and every parameter's gradient; a second backward adds up (the deferred
     weight gradients' banks are emptied after each pass)."""
     runs = []
-    for model in pair(cell=cell, attention_query=query, attention=attention, dropout=0.0):
+    options = dict(attention=attention is not None, coverage=attention == "coverage")
+    for model in pair(cell=cell, attention_query=query, dropout=0.0, **options):
         torch.manual_seed(1)
         features, caps = torch.randn(2, 6, 8), captions(2 * per_image)
         logits, alphas = model(features, caps)
@@ -72,6 +75,8 @@ def test_teacher_forcing_and_gradients_equal_the_plain_model(cell, query, attent
         assert torch.allclose(once[name], g, atol=1e-5), name
         assert torch.allclose(twice[name], 2 * g, atol=1e-5), name
     assert ref_grads["cell.weight_ih"].abs().sum() > 0
+    if attention == "coverage":
+        assert ref_grads["attention.coverage_proj.weight"].abs().sum() > 0
 
 
 def test_teacher_forcing_checks_captions_per_image():
@@ -96,8 +101,10 @@ def steps(decoder, features, caps):
 @pytest.mark.parametrize("gate", ["scalar", "vector"])
 @pytest.mark.parametrize("deep_output", [True, False])
 @pytest.mark.parametrize("images", [2, 3])  # 2 x 6 cells <= 16 channels: context tables; 3: none
-def test_decoding_steps_equal_the_plain_model(cell, query, gate, deep_output, images):
-    plain, _ = pair(encoder_dim=16, cell=cell, attention_query=query, gate=gate, deep_output=deep_output)
+@pytest.mark.parametrize("coverage", [False, True])
+def test_decoding_steps_equal_the_plain_model(cell, query, gate, deep_output, images, coverage):
+    options = dict(cell=cell, attention_query=query, gate=gate, deep_output=deep_output, coverage=coverage)
+    plain, _ = pair(encoder_dim=16, **options)
     plain.eval()
     decoder = FastDecoder(plain)
     features, caps = torch.randn(images, 6, 16), captions(images)
@@ -119,10 +126,12 @@ def test_decoding_without_attention_or_position_equals_the_plain_model(attention
 
 @QUERIES
 @pytest.mark.parametrize("images", [2, 5])
-def test_greedy_sampling_and_beam_search_equal_the_plain_model(query, images):
+@pytest.mark.parametrize("coverage", [False, True])
+def test_greedy_sampling_and_beam_search_equal_the_plain_model(query, images, coverage):
     """Greedy, sampling with a seed, beam search one image at a time and batched: the same words,
-    scores and maps (2 images: with context tables)."""
-    plain, _ = pair(encoder_dim=16, attention_query=query)
+    scores and maps (2 images: with context tables); with coverage, beam search carries each
+    beam's own attention so far."""
+    plain, _ = pair(encoder_dim=16, attention_query=query, coverage=coverage)
     plain.eval()
     decoder = FastDecoder(plain)
     features = torch.randn(images, 6, 16)
@@ -144,10 +153,11 @@ def test_greedy_sampling_and_beam_search_equal_the_plain_model(query, images):
             assert torch.allclose(g.alphas, r.alphas, atol=1e-5)
 
 
-def test_scores_in_slices_equal_the_plain_model(monkeypatch):
+@pytest.mark.parametrize("coverage", [False, True])
+def test_scores_in_slices_equal_the_plain_model(monkeypatch, coverage):
     """Decoding computes the attention scores a few images at a time; slices of 2 of 5 images
     (the last one short) give the plain model's alphas."""
-    plain, _ = pair()
+    plain, _ = pair(coverage=coverage)
     plain.eval()
     monkeypatch.setattr(fast, "CHUNK", 2 * 3 * 6 * 5)  # 2 images x 3 beams x 6 cells x 5 attention
     features = torch.randn(5, 6, 8)

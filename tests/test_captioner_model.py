@@ -112,6 +112,40 @@ def test_first_step_by_hand(query):
     assert torch.allclose(state.h, h, atol=1e-6)
 
 
+@PATHS
+def test_coverage_scores_by_hand_and_sums_the_alphas(path):
+    """Coverage (Tu et al. 2016): e_ti = v . tanh(W_a a_i + W_h h + w_c cov_ti) + b, with cov_t
+    the sum of the alphas of the steps before t; with w_c = 0 the model is the one without it."""
+    decoder = tiny(attention_query="current", coverage=True)
+    d, features = decoder, torch.randn(2, 6, 8)
+    tokens = [torch.tensor([Vocab.start_id] * 2), torch.tensor([5, 7]), torch.tensor([6, 4])]
+    with torch.no_grad():
+        d.attention.coverage_proj.weight.normal_()
+        run = decoding(decoder, path)
+        memory = run.prepare(features)
+        state, alphas = run.init_state(memory), []
+        for t in tokens:
+            _, state, alpha = run.step(t, state, memory)
+            alphas.append(alpha)
+        # the third step's scores by hand, from its query h_3 and the first two steps' alphas
+        a = features + d.position(coordinate_features(2, 3))  # (B, P, D)
+        h = state.h
+        cov = alphas[0] + alphas[1]  # (B, P)
+        w_c = d.attention.coverage_proj.weight[:, 0]  # (A,)
+        u = d.attention.encoder_proj(a) + d.attention.hidden_proj(h)[:, None] + cov[..., None] * w_c
+        expected = torch.softmax(torch.tanh(u) @ d.attention.score.weight[0] + d.attention.score.bias, -1)
+    assert torch.allclose(alphas[2], expected, atol=1e-6)
+    assert torch.allclose(state.coverage, sum(alphas), atol=1e-6)
+
+    without = tiny(attention_query="current")
+    with torch.no_grad():
+        d.attention.coverage_proj.weight.zero_()
+    without.load_state_dict({k: v for k, v in d.state_dict().items() if "coverage" not in k})
+    a, b = beam_search(decoding(d, path), features, 3), beam_search(decoding(without, path), features, 3)
+    assert [r.ids for r in a] == [r.ids for r in b]
+    assert all(torch.allclose(r.alphas, s.alphas, atol=1e-6) for r, s in zip(a, b))
+
+
 @pytest.mark.parametrize("gate", ["scalar", "vector"])
 def test_gate_scales_the_context_by_sigmoid_f_beta(gate):
     """z_t = beta_t * sum_i alpha_ti a_i with beta_t = sigmoid(f_beta(h)): one number per

@@ -244,6 +244,27 @@ def test_coco_prepare_features_train_evaluate_resume(tmp_path, capsys, one_threa
     assert json.loads(out)["images"] == 4
 
 
+def test_init_adds_coverage_starting_from_the_same_captions(tiny_captioner, scenes_dir, tmp_path, capsys, one_thread):
+    """--set coverage=true on --init: w_c starts at zero, so the model decodes what the start
+    did; training then moves w_c (its gradient flows through the real training loop)."""
+    from captioner.checkpoint import load_captioner
+    from captioner.decode import beam_search
+
+    common = ["train", "captioner", "--data", scenes_dir, "--init", tiny_captioner, "--epochs", "1"]
+    common += ["--batch-size", "4", "--val-limit", "1", "--set", "coverage=true"]
+    for name, lr in (("still", "0"), ("moved", "0.01")):
+        code, _, err = run_cli(capsys, *common, "--out", tmp_path / name, "--lr", lr)
+        assert code == 0, err
+    start, *_ = load_captioner(tiny_captioner, fast=False)
+    still, *_ = load_captioner(tmp_path / "still" / "last.pt", fast=False)
+    moved, *_ = load_captioner(tmp_path / "moved" / "last.pt", fast=False)
+    assert still.config.coverage and not start.config.coverage
+    assert not still.attention.coverage_proj.weight.any() and moved.attention.coverage_proj.weight.any()
+    features = torch.randn(3, 49, start.config.encoder_dim)
+    a, b = beam_search(start, features, 3), beam_search(still, features, 3)
+    assert [r.ids for r in a] == [r.ids for r in b]
+
+
 def test_init_fine_tunes_from_a_checkpoint_with_changed_options(
     tiny_captioner, scenes_dir, tmp_path, capsys, one_thread
 ):
