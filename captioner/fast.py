@@ -118,7 +118,7 @@ class FastDecoder:
             if c.attention:
                 self.score = tuple(t.detach() for t in _sigmoid_score(decoder.attention.score))
             # 2 w_c (A,): coverage's term of the scores, doubled like the rest in the sigmoid form
-            self.coverage = 2 * decoder.attention.coverage_proj.weight[:, 0].detach() if c.coverage else None
+            self.coverage = 2 * decoder.attention.coverage_proj.weight[:, 0].detach() if decoder.covers else None
             # Each per-step product as (weight (out, in), bias column (out, 1)), or None for int8 modules.
             self.look = self.lstm = self.lstm_xh = self.context_out = self.fc = None
             if not int8:
@@ -159,7 +159,7 @@ class FastDecoder:
         context = None
         if self.decoder.query_current:  # no context yet: its weights (B, P) with tables, else (B, D)
             context = torch.zeros_like(memory.projected[..., 0] if memory.tables else memory.mean)
-        coverage = torch.zeros_like(memory.projected[..., 0]) if self.config.coverage else None  # (B, P)
+        coverage = torch.zeros_like(memory.projected[..., 0]) if self.decoder.covers else None  # (B, P)
         return State(h, c, context, coverage)
 
     def _scores(self, projected: torch.Tensor, query: torch.Tensor, coverage=None) -> torch.Tensor:
@@ -279,7 +279,7 @@ class TrainingDecoder(AttentionDecoder):
         lstm = DeferredLinear(*_lstm_weights(self)) if c.cell == "lstm" else None
         h = torch.tanh(self.init_h(mean))  # (B, H)
         cell = torch.tanh(self.init_c(mean)) if c.cell == "lstm" else None
-        coverage = features.new_zeros(features.shape[:2]) if c.coverage else None  # (B, P)
+        coverage = features.new_zeros(features.shape[:2]) if self.covers else None  # (B, P)
         state = State(h, cell, torch.zeros_like(mean) if self.query_current else None, coverage)
         state = state.select(torch.arange(b, device=features.device).repeat_interleave(n // b))  # (N, ...)
         weight, bias = _sigmoid_score(self.attention.score) if c.attention else (None, None)

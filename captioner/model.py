@@ -169,8 +169,6 @@ class AttentionDecoder(nn.Module):
             raise ValueError(f"gate must be 'scalar' or 'vector', got {c.gate!r}")
         if c.attention_mode not in ("soft", "hard"):
             raise ValueError(f"attention_mode must be 'soft' or 'hard', got {c.attention_mode!r}")
-        if c.coverage and not c.attention:
-            raise ValueError("coverage needs attention")
         self.embedding = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=0)
         if c.position_encoding:
             self.position = nn.Linear(16, c.encoder_dim)  # of coordinate_features: 16 per cell
@@ -194,6 +192,11 @@ class AttentionDecoder(nn.Module):
     @property
     def query_current(self) -> bool:
         return self.config.attention and self.config.attention_query == "current"
+
+    @property
+    def covers(self) -> bool:
+        """Coverage in the attention scores (without attention the option has nothing to act on)."""
+        return self.config.attention and self.config.coverage
 
     @property
     def samples_locations(self) -> bool:
@@ -225,7 +228,7 @@ class AttentionDecoder(nn.Module):
         h = torch.tanh(self.init_h(memory.mean))  # (B, H)
         c = torch.tanh(self.init_c(memory.mean)) if self.config.cell == "lstm" else None  # (B, H)
         context = torch.zeros_like(memory.mean) if self.query_current else None  # (B, D): none yet
-        coverage = memory.features.new_zeros(memory.features.shape[:2]) if self.config.coverage else None  # (B, P)
+        coverage = memory.features.new_zeros(memory.features.shape[:2]) if self.covers else None  # (B, P)
         return State(h, c, context, coverage)
 
     # ------------------------------------------------------------------ per step

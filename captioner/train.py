@@ -299,7 +299,7 @@ def _initial_model(
     config = CaptionerConfig(**{**captioner_config(checkpoint), **model_overrides})
     model = (TrainingDecoder if fast else AttentionDecoder)(config)
     # Coverage may be added: its w_c starts at zero, so the model starts as ``init`` was.
-    added = {"attention.coverage_proj.weight"} if config.coverage and not start.config.coverage else set()
+    added = {"attention.coverage_proj.weight"} if model.covers and not start.covers else set()
     try:
         missing, unexpected = model.load_state_dict(start.state_dict(), strict=False)
         if set(missing) != added or unexpected:

@@ -145,6 +145,13 @@ def test_coverage_scores_by_hand_and_sums_the_alphas(path):
     assert [r.ids for r in a] == [r.ids for r in b]
     assert all(torch.allclose(r.alphas, s.alphas, atol=1e-6) for r, s in zip(a, b))
 
+    # Without attention the option has nothing to act on: the model is the plain CNN + RNN one.
+    blind, plain_blind = tiny(attention=False, coverage=True), tiny(attention=False)
+    assert not blind.covers and blind.state_dict().keys() == plain_blind.state_dict().keys()
+    assert [r.ids for r in greedy(decoding(blind, path), features)] == [
+        r.ids for r in greedy(decoding(plain_blind, path), features)
+    ]
+
 
 @pytest.mark.parametrize("gate", ["scalar", "vector"])
 def test_gate_scales_the_context_by_sigmoid_f_beta(gate):
