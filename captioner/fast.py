@@ -118,7 +118,7 @@ class FastDecoder:
             if c.attention:
                 self.score = tuple(t.detach() for t in _sigmoid_score(decoder.attention.score))
             # 2 w_c (A,): coverage's term of the scores, doubled like the rest in the sigmoid form
-            self.coverage = 2 * decoder.attention.coverage_proj.weight[:, 0].detach() if decoder.covers else None
+            self.coverage_weight = 2 * decoder.attention.coverage_proj.weight[:, 0].detach() if decoder.covers else None
             # Each per-step product as (weight (out, in), bias column (out, 1)), or None for int8 modules.
             self.look = self.lstm = self.lstm_xh = self.context_out = self.fc = None
             if not int8:
@@ -176,7 +176,7 @@ class FastDecoder:
         for i in range(0, b, n):
             s = torch.add(projected[i : i + n].unsqueeze(1), query[i : i + n], out=buffer[: min(n, b - i)])
             if coverage is not None:
-                s.addcmul_(coverage[i : i + n], self.coverage)  # + 2 w_c cov_i
+                s.addcmul_(coverage[i : i + n], self.coverage_weight)  # + 2 w_c cov_i
             torch.sigmoid_(s)
             torch.matmul(s, weight, out=scores[i : i + n])
         return torch.softmax(scores.add_(bias).view(b * k, p), dim=-1)  # (N, P)
