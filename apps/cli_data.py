@@ -64,7 +64,13 @@ def cmd_prepare_scenes(args: argparse.Namespace) -> None:
     counts = {"train": args.train, "val": args.val, "test": args.test}
     print_json(
         generate_scenes(
-            args.out, seed=args.seed, counts=counts, workers=args.workers, vary=args.vary, like_pairs=args.like_pairs
+            args.out,
+            seed=args.seed,
+            counts=counts,
+            workers=args.workers,
+            vary=args.vary,
+            like_pairs=args.like_pairs,
+            degrade=args.degrade,
         )
     )
 
@@ -179,6 +185,15 @@ def register(groups: Groups) -> None:
         metavar="P",
         help="for training sets: the chance that a scene is drawn again until two of its objects share size and "
         "colour (the pairs a captioner confuses); 0, the default, keeps every scene the seed's",
+    )
+    p.add_argument(
+        "--degrade",
+        type=finite_float(0.0, 1.0),
+        default=0.0,
+        metavar="P",
+        help="for training sets: the chance that a scene is saved JPEG-compressed (quality 20-90), blurred, "
+        "downscaled or noisy, as pictures that went through a camera or a re-encoding are; 0, the default, "
+        "saves every scene as drawn",
     )
     p.set_defaults(func=cmd_prepare_scenes)
 

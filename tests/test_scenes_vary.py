@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep.scenes.generate import BACKGROUND, RGB, VARY, make_scene
+from data_prep.scenes.generate import BACKGROUND, IMAGE_SIZE, RGB, VARY, make_scene
 from tests.cli_helpers import run_cli
 
 
@@ -108,5 +108,37 @@ def test_like_pairs_on_the_command_line(tmp_path, capsys):
     for bad in ("1.5", "-0.1", "nan"):
         with pytest.raises(SystemExit) as stop:
             run_cli(capsys, "prepare", "scenes", "--out", tmp_path / "q", "--like-pairs", bad)
+        assert stop.value.code == 2
+    assert not (tmp_path / "q").exists()
+
+
+def test_degrade_changes_the_pixels_of_some_scenes_and_nothing_else():
+    changed = 0
+    for index in range(40):
+        plain = make_scene(5, "train", index, vary=True)
+        every = make_scene(5, "train", index, vary=True, degrade=1.0)
+        assert [every[0], every[2], every[3]] == [plain[0], plain[2], plain[3]]  # the same scene
+        assert every[1].shape == plain[1].shape and every[1].dtype == np.uint8  # at its size
+        assert np.array_equal(make_scene(5, "train", index, vary=True, degrade=1.0)[1], every[1])  # deterministic
+        assert np.array_equal(make_scene(5, "train", index, vary=True, degrade=0.0)[1], plain[1])
+        assert not np.array_equal(every[1], plain[1])
+        # a degradation keeps the picture: on average within 25 levels of the drawn one
+        assert np.abs(every[1].astype(int) - plain[1].astype(int)).mean() < 25
+        changed += not np.array_equal(make_scene(5, "train", index, vary=True, degrade=0.5)[1], plain[1])
+    assert 8 < changed < 32
+
+
+def test_degrade_on_the_command_line(tmp_path, capsys):
+    code, out_text, err = run_cli(
+        capsys, "prepare", "scenes", "--out", tmp_path / "d", "--seed", "3", "--train", "3", "--val", "1",
+        "--test", "1", "--workers", "1", "--degrade", "1",
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out_text)["degrade"] == 1.0
+    image = sorted((tmp_path / "d" / "images" / "train").glob("*.png"))[0]
+    assert Image.open(image).size == (IMAGE_SIZE, IMAGE_SIZE)
+    for bad in ("2", "-1", "inf"):
+        with pytest.raises(SystemExit) as stop:
+            run_cli(capsys, "prepare", "scenes", "--out", tmp_path / "q", "--degrade", bad)
         assert stop.value.code == 2
     assert not (tmp_path / "q").exists()

@@ -394,6 +394,25 @@ def like_pairs_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), _split_code(split), int(index), 2])
 
 
+def degrade_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The draws of a scene's degradation (``degrade``): a stream of its own, like the others."""
+    return np.random.default_rng([int(seed), _split_code(split), int(index), 3])
+
+
+def _degraded(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``pixels`` through one ordinary degradation (``core.domain.degrade``: JPEG, blur, a
+    downscale, noise), brought back to their size so that boxes and file records still hold."""
+    import random
+
+    from core.domain import degrade
+
+    height, width = pixels.shape[:2]
+    image = degrade(Image.fromarray(pixels), random.Random(int(rng.integers(2**32))))
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
 def has_like_pair(objects: Sequence[Mapping]) -> bool:
     """Whether two of the objects share size and colour (they then differ only in shape)."""
     keys = [(o["size"], o["color"]) for o in objects]
@@ -401,12 +420,14 @@ def has_like_pair(objects: Sequence[Mapping]) -> bool:
 
 
 def make_scene(
-    seed: int, split: str, index: int, vary: bool = False, like_pairs: float = 0.0
+    seed: int, split: str, index: int, vary: bool = False, like_pairs: float = 0.0, degrade: float = 0.0
 ) -> tuple[list[dict], np.ndarray, list[str], list]:
     """(objects, HxWx3 uint8 pixels, 5 captions, questions) of scene ``index`` of ``split``.
     ``vary``: the same scene drawn with the spec's free choices drawn anew (``VARY``).
     ``like_pairs``: the chance that a scene without a like pair (``has_like_pair``) has its
-    objects drawn again until it holds one; 0 keeps every scene the seed's."""
+    objects drawn again until it holds one; 0 keeps every scene the seed's.
+    ``degrade``: the chance that the drawn pixels pass through one ordinary degradation
+    (``_degraded``: a JPEG re-encoding, a blur, a downscale or noise); the scene is the same."""
     rng = scene_rng(seed, split, index)
     objects = _sample_objects(rng)
     if like_pairs > 0 and not has_like_pair(objects):
@@ -419,12 +440,16 @@ def make_scene(
     questions = _questions(objects, rng)
     if vary:
         pixels = _render_varied(objects, vary_rng(seed, split, index))
+    if degrade > 0:
+        draws = degrade_rng(seed, split, index)
+        if draws.random() < degrade:
+            pixels = _degraded(pixels, draws)
     return objects, pixels, captions, questions
 
 
-def _work(task: tuple[int, str, int, str, bool, float]) -> tuple[list[dict], list[str], list]:
-    seed, split, index, path, vary, like_pairs = task
-    objects, pixels, captions, questions = make_scene(seed, split, index, vary, like_pairs)
+def _work(task: tuple[int, str, int, str, bool, float, float]) -> tuple[list[dict], list[str], list]:
+    seed, split, index, path, vary, like_pairs, degrade = task
+    objects, pixels, captions, questions = make_scene(seed, split, index, vary, like_pairs, degrade)
     buf = io.BytesIO()  # encode in memory, write once: many small writes are slow on some disks
     Image.fromarray(pixels).save(buf, format="PNG", compress_level=3)
     with open(path, "wb") as f:
@@ -460,12 +485,16 @@ def generate_scenes(
     prepare: bool = True,
     vary: bool = False,
     like_pairs: float = 0.0,
+    degrade: float = 0.0,
 ) -> dict:
     """Generate the scenes, their raw COCO/VQA v2 files, and (``prepare``) the prepared layout.
     ``vary``: draw every free choice of the spec anew for each scene (``VARY``); the objects,
     captions and questions are those of the same seed without it.
     ``like_pairs``: in [0, 1], the chance that a scene is redrawn to hold two objects of the
     same size and colour (``make_scene``); a training option, for the pairs captioners confuse.
+    ``degrade``: in [0, 1], the chance that a scene is saved JPEG-compressed, blurred, downscaled
+    or noisy (``make_scene``); a training option, for pictures that went through a camera or a
+    re-encoding.
 
     Returns ``{"images": {split: n}, "questions": {split: n}, "seconds": float, ...}``.
     """
@@ -475,6 +504,8 @@ def generate_scenes(
         raise AttendError(f"scene seed must be >= 0, got {seed}")
     if not 0.0 <= float(like_pairs) <= 1.0:
         raise AttendError(f"--like-pairs must be in [0, 1], got {like_pairs}")
+    if not 0.0 <= float(degrade) <= 1.0:
+        raise AttendError(f"--degrade must be in [0, 1], got {degrade}")
     splits = _ordered_splits(counts)
     for s in splits:
         if int(counts[s]) < 0:
@@ -490,7 +521,9 @@ def generate_scenes(
         folder = out_dir / "images" / s
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(int(counts[s])):
-            tasks.append((int(seed), s, i, str(folder / f"{next_id:012d}.png"), bool(vary), float(like_pairs)))
+            tasks.append(
+                (int(seed), s, i, str(folder / f"{next_id:012d}.png"), bool(vary), float(like_pairs), float(degrade))
+            )
             ids.append(next_id)
             next_id += 1
 
@@ -509,6 +542,7 @@ def generate_scenes(
         "seed": int(seed),
         "vary": bool(vary),
         "like_pairs": float(like_pairs),
+        "degrade": float(degrade),
         "images": {},
         "questions": {},
     }
