@@ -6,16 +6,21 @@ varied rendering (`attend prepare scenes --vary`) and the independent second ren
 
 prints one JSON line per checkpoint and renderer: object accuracy (overall and by object
 count), pointing accuracy and the captions that name an object twice, beam 3.
+``--changes jpeg75 blur1 tint`` scores changed copies of the drawn scenes instead, one line
+each: saved as JPEG at that quality, blurred with that radius, or tinted warm (red +6%, blue
+-6%).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from pathlib import Path
 
-from PIL import Image
+import numpy as np
+from PIL import Image, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -32,6 +37,21 @@ def drawn(renderer: str, seed: int, count: int):
     if renderer == "second":
         return scenes(seed, count)
     return [make_scene(seed, "test", i, vary=renderer == "varied")[:2] for i in range(count)]
+
+
+def changed(pixels: np.ndarray, change: str) -> np.ndarray:
+    """``pixels`` after ``change``: ``jpegQ`` (saved as JPEG at quality Q), ``blurR`` (a Gaussian
+    blur of radius R) or ``tint`` (warm: red up 6%, blue down 6%)."""
+    image = Image.fromarray(pixels)
+    if change.startswith("jpeg"):
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=int(change[4:]))
+        return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+    if change.startswith("blur"):
+        return np.asarray(image.filter(ImageFilter.GaussianBlur(float(change[4:]))))
+    if change == "tint":
+        return (pixels.astype(np.float32) * np.array([1.06, 1.0, 0.94])).clip(0, 255).astype(np.uint8)
+    raise SystemExit(f"unknown change {change!r}: jpegQ, blurR or tint")
 
 
 def score(captioner: Captioner, items, beam: int) -> dict:
@@ -59,18 +79,22 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--beam", type=int, default=3)
     parser.add_argument("--renderers", nargs="+", default=["main", "varied", "second"])
+    parser.add_argument("--changes", nargs="+", default=[], help="jpegQ, blurR or tint: score changed copies")
     args = parser.parse_args()
     items = {r: drawn(r, args.seed, args.count) for r in args.renderers}
     for checkpoint in args.checkpoints:
         captioner = Captioner.load(checkpoint)
         for renderer, scenes_drawn in items.items():
-            row = {
-                "checkpoint": checkpoint,
-                "renderer": renderer,
-                "seed": args.seed,
-                **score(captioner, scenes_drawn, args.beam),
-            }
-            print(json.dumps(row), flush=True)
+            for change in args.changes or [None]:
+                these = scenes_drawn if change is None else [(o, changed(p, change)) for o, p in scenes_drawn]
+                row = {
+                    "checkpoint": checkpoint,
+                    "renderer": renderer,
+                    "seed": args.seed,
+                    **({} if change is None else {"change": change}),
+                    **score(captioner, these, args.beam),
+                }
+                print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ def test_the_shipped_captioner_on_the_second_renderer():
     inside = [r.in_domain for r in results]
     print(f"\nsecond renderer, {COUNT} scenes: object accuracy {100 * np.mean(right):.1f}%, in domain {sum(inside)}")
     assert all(inside)  # pictures of the same kind, drawn by other code: in domain
-    # Measured with the captioner shipped since 2026-12-04 (coverage, stage 3): 98.3% on these 60 scenes,
-    # 98.33% on 300 of seed 11, 97.6% on 500 of seed 4242; the main renderer's unseen scenes 98.4%. A floor
+    # Measured with the captioner shipped since 2026-12-04 (coverage, degraded scenes): 95.0% on these 60 scenes
+    # (97.8% on 500 of seed 2027), 98.67% on 300 of seed 11, 98.6% on 500 of seed 4242. A floor
     # well under all of them: a model that stops reading colours or shapes fails.
     assert np.mean(right) >= 0.85
