@@ -223,20 +223,27 @@ def spread(items: list, limit: int) -> list:
     return [items[round(i * (len(items) - 1) / (limit - 1))] for i in range(limit)] if limit > 1 else items[:1]
 
 
+def jpeg_copy(image, quality: int):
+    """A PIL image as it reads back after saving it as JPEG at ``quality`` (RGB)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
 def degrade(image, rng):
     """One ordinary degradation of a PIL image, drawn from ``rng`` (a ``random.Random``): JPEG at
     quality 20-90, a Gaussian blur of radius 0.5-2.5, a downscale to 80-200 px, or Gaussian noise
     of sigma 5-25. What a camera, a re-encoding or another renderer does to a picture of the same kind."""
-    import io
-
     import numpy as np
     from PIL import Image, ImageFilter
 
     kind = rng.randrange(4)
     if kind == 0:
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=rng.randint(20, 90))
-        return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+        return jpeg_copy(image, rng.randint(20, 90))
     if kind == 1:
         return image.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 2.5)))
     if kind == 2:

@@ -14,7 +14,6 @@ each: saved as JPEG at that quality, blurred with that radius, or tinted warm (r
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from scenes_numpy import scenes  # noqa: E402
 
 from captioner.inference import Captioner  # noqa: E402
+from core.domain import jpeg_copy  # noqa: E402
 from data_prep.scenes import make_scene  # noqa: E402
 from data_prep.scenes.measures import score_scenes  # noqa: E402
 
@@ -44,9 +44,7 @@ def changed(pixels: np.ndarray, change: str) -> np.ndarray:
     blur of radius R) or ``tint`` (warm: red up 6%, blue down 6%)."""
     image = Image.fromarray(pixels)
     if change.startswith("jpeg"):
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=int(change[4:]))
-        return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+        return np.asarray(jpeg_copy(image, int(change[4:])))
     if change.startswith("blur"):
         return np.asarray(image.filter(ImageFilter.GaussianBlur(float(change[4:]))))
     if change == "tint":

@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from core.domain import jpeg_copy
 from core.recognise import look
 
 from cli_helpers import run_cli
@@ -165,14 +166,6 @@ def test_a_function_word_the_model_does_not_know_is_only_dropped():
     assert spelled_for(["color"], {"color", "colour"}) == ["color"]  # a known word stays as it is
 
 
-def _jpeg(image: Image.Image, quality: int) -> Image.Image:
-    import io
-
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=quality)
-    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
-
-
 def _tint(image: Image.Image) -> Image.Image:
     return Image.fromarray((np.asarray(image, dtype=np.float32) * [1.0, 0.96, 0.9]).astype(np.uint8))
 
@@ -185,7 +178,7 @@ def test_ordinary_changes_to_a_scene_keep_it_in_domain(captioner):
     from PIL import ImageFilter
 
     changes = {
-        "jpeg 30": lambda im: _jpeg(im, 30),
+        "jpeg 30": lambda im: jpeg_copy(im, 30),
         "blur 2": lambda im: im.filter(ImageFilter.GaussianBlur(2)),
         "half size": lambda im: im.resize((112, 112)),
         "warm tint": _tint,
